@@ -1,0 +1,1 @@
+"""The archive builder: validate inputs, then write MMS ``.mar`` archives."""

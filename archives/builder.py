@@ -1,0 +1,152 @@
+"""Assemble an archive: MANIFEST, signature, model files and the handler package.
+
+Every builder (MXNet checkpoints, ONNX, the bundled EfficientNet) validates its
+inputs first, then calls :func:`assemble` with the files it vouches for.
+"""
+import json
+import os
+import re
+
+from . import mar
+from .errors import InvalidInput, OutputExists
+
+#: MMS's own rule for model names (ModelArchive.java).
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+#: Name the handler package takes inside an archive (distinct from the installed
+#: ``mmsctl.handlers`` so a worker never mixes the two).
+HANDLER_PACKAGE = "mmsctl_handlers"
+
+#: task -> handler module inside HANDLER_PACKAGE
+HANDLER_MODULES = {
+    "image-classification": "image_classifier",
+    "tensor": "tensor_model",
+}
+
+PREPROCESS_PRESETS = {
+    # Gluon model zoo and torchvision ImageNet models: RGB, mean/std of ImageNet on 0-255.
+    "imagenet": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "channel_order": "RGB"},
+    # The classic MMS/MXNet model-zoo symbols (resnet-152 with bn_data): raw 0-255 RGB pixels.
+    "raw": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"},
+    # EfficientNet-Lite: (x - 127) / 128.
+    "efficientnet": {"mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0], "channel_order": "RGB"},
+}
+
+
+def check_name(name):
+    if not name or not MODEL_NAME_PATTERN.match(name):
+        raise InvalidInput("model name %r is not allowed by MMS: use letters, digits, '_', '-' and '.', "
+                           "starting with a letter or digit" % name)
+    return name
+
+
+def output_path(export_path, name, force):
+    """Where the archive goes; refuses to overwrite without ``force`` before any work."""
+    folder = export_path or os.getcwd()
+    if not os.path.isdir(folder):
+        raise InvalidInput("--export-path %s is not a folder: create it first" % folder)
+    path = os.path.join(folder, name + ".mar")
+    if os.path.exists(path) and not force:
+        raise OutputExists("%s already exists: pass --force to overwrite it" % path)
+    return path
+
+
+def parse_shape(text):
+    """``"1,3,224,224"`` -> ``[1, 3, 224, 224]`` (4 positive integers, NCHW)."""
+    try:
+        shape = [int(x) for x in str(text).split(",")]
+    except ValueError:
+        raise InvalidInput("--input-shape %r: give four integers N,C,H,W such as 1,3,224,224" % text)
+    if len(shape) != 4 or min(shape) < 1 or shape[1] != 3:
+        raise InvalidInput("--input-shape %r: give N,3,H,W with positive sizes, e.g. 1,3,224,224" % text)
+    return shape
+
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+
+
+def preprocess_spec(shape, preset="imagenet", resize=None, mean=None, std=None, channel_order=None,
+                    interpolation="bilinear"):
+    """The preprocessing the handler applies, stored in the archive's signature."""
+    if preset not in PREPROCESS_PRESETS:
+        raise InvalidInput("--preprocess %r: choose one of %s" % (preset, ", ".join(PREPROCESS_PRESETS)))
+    spec = dict(PREPROCESS_PRESETS[preset])
+    height, width = shape[2], shape[3]
+    spec.update({"height": height, "width": width,
+                 "resize": int(resize) if resize is not None else round(min(height, width) * 256 / 224)})
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            values = [float(v) for v in value]
+            if len(values) != 3:
+                raise InvalidInput("--%s needs three numbers, one per channel" % key)
+            spec[key] = values
+    if any(s == 0 for s in spec["std"]):
+        raise InvalidInput("--std must not contain 0")
+    if channel_order is not None:
+        if channel_order.upper() not in ("RGB", "BGR"):
+            raise InvalidInput("--channel-order must be RGB or BGR")
+        spec["channel_order"] = channel_order.upper()
+    if interpolation not in INTERPOLATIONS:
+        raise InvalidInput("--interpolation %r: choose one of %s" % (interpolation, ", ".join(INTERPOLATIONS)))
+    spec["interpolation"] = interpolation
+    return spec
+
+
+def read_synset(path, classes):
+    """Read and check a synset file: one non-empty line per class."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.rstrip("\r\n") for line in handle if line.strip()]
+    except FileNotFoundError:
+        raise InvalidInput("synset file %s does not exist" % path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput("synset file %s cannot be read as UTF-8 text: %s" % (path, err))
+    if classes is not None and len(lines) != classes:
+        raise InvalidInput("synset file %s has %d labels but the model has %d classes: give one label per "
+                           "line, in class order" % (path, len(lines), classes))
+    return lines
+
+
+def handler_sources():
+    """{archive name: bytes} of the handler package, read from the installed mmsctl.handlers."""
+    from mmsctl import handlers
+    folder = os.path.dirname(handlers.__file__)
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as handle:
+                files["%s/%s" % (HANDLER_PACKAGE, name)] = handle.read()
+    return files
+
+
+def manifest(name, task, engine_name, engine_version=None, description=None):
+    """MAR-INF/MANIFEST.json in MMS's schema (as model-archiver 1.0 writes it)."""
+    doc = {
+        "runtime": "python",
+        "model": {
+            "modelName": name,
+            "handler": "%s.%s" % (HANDLER_PACKAGE, HANDLER_MODULES[task]),
+        },
+        "modelServerVersion": "1.0",
+        "implementationVersion": "1.0",
+        "specificationVersion": "1.0",
+    }
+    if description:
+        doc["model"]["description"] = description
+    if engine_name == "mxnet":  # the only engine MMS's manifest schema names
+        doc["engine"] = {"engineName": "MXNet"}
+        if engine_version:
+            doc["engine"]["engineVersion"] = engine_version
+    return doc
+
+
+def assemble(path, name, signature, files, force=False, description=None):
+    """Write the archive: model ``files`` ({name: bytes}), signature, handlers, manifest."""
+    task = signature["task"]
+    entries = dict(files)
+    entries.update(handler_sources())
+    entries["signature.json"] = json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n"
+    entries[mar.MANIFEST_PATH] = json.dumps(
+        manifest(name, task, signature["engine"]["name"], signature["engine"].get("version"), description),
+        indent=2, sort_keys=True).encode() + b"\n"
+    return mar.write_mar(path, entries, force=force)

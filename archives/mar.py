@@ -1,0 +1,112 @@
+"""Reading and writing ``.mar`` files (zip archives with ``MAR-INF/MANIFEST.json``).
+
+Writing is deterministic: entries sorted, fixed timestamps and permissions, so the
+same inputs give byte-identical archives. Large binary files are stored
+uncompressed (MMS unpacks every archive at each start; deflated weights cost
+seconds and save little). Reading refuses entries that would escape the folder.
+"""
+import json
+import os
+import posixpath
+import tempfile
+import zipfile
+
+from .errors import InvalidInput, OutputExists, UnsafeArchive
+
+MANIFEST_PATH = "MAR-INF/MANIFEST.json"
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+_COMPRESS_SUFFIXES = (".json", ".txt", ".py", ".md")
+
+
+def check_entry_name(name):
+    """Refuse absolute paths, drive letters, backslashes and ``..`` components.
+
+    >>> check_entry_name("model/x.params")
+    'model/x.params'
+    """
+    if not name or name.startswith(("/", "\\")) or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive("archive entry %r has an absolute or Windows path: refusing to unpack it" % name)
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../") or "/../" in "/" + name + "/":
+        raise UnsafeArchive("archive entry %r escapes the folder with '..': refusing to unpack it" % name)
+    return name
+
+
+def write_mar(path, entries, force=False):
+    """Write ``entries`` ({archive name: bytes}) to ``path`` atomically.
+
+    The archive is written to a temporary file next to ``path`` and renamed over
+    it only when complete.
+    """
+    if os.path.exists(path) and not force:
+        raise OutputExists("%s already exists: pass --force to overwrite it, or choose another "
+                           "--export-path or --name" % path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InvalidInput("export path %s does not exist: create it first" % folder)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w") as archive:
+            for name in sorted(entries):
+                check_entry_name(name)
+                info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+                info.external_attr = 0o644 << 16
+                info.create_system = 3
+                if name.endswith(_COMPRESS_SUFFIXES):
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                else:
+                    info.compress_type = zipfile.ZIP_STORED
+                archive.writestr(info, entries[name])
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def open_mar(path):
+    """Open an archive for reading after checking every entry name."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise InvalidInput("archive %s does not exist" % path)
+    except zipfile.BadZipFile:
+        raise InvalidInput("%s is not a .mar (zip) archive" % path)
+    for info in archive.infolist():
+        check_entry_name(info.filename)
+    return archive
+
+
+def read_manifest(archive):
+    try:
+        return json.loads(archive.read(MANIFEST_PATH))
+    except KeyError:
+        raise InvalidInput("%s has no %s: not an MMS archive" % (archive.filename, MANIFEST_PATH))
+    except ValueError as err:
+        raise InvalidInput("%s: %s is not valid JSON: %s" % (archive.filename, MANIFEST_PATH, err))
+
+
+def describe(path):
+    """Manifest and entries of an archive: what ``mmsctl archive inspect`` prints."""
+    with open_mar(path) as archive:
+        manifest = read_manifest(archive)
+        signature = None
+        if "signature.json" in archive.namelist():
+            signature = json.loads(archive.read("signature.json"))
+        entries = [{"name": info.filename, "size": info.file_size, "compressed": info.compress_size,
+                    "stored": info.compress_type == zipfile.ZIP_STORED} for info in archive.infolist()]
+    return {"path": os.path.abspath(path), "manifest": manifest, "signature": signature, "entries": entries}
+
+
+def extract(path, dest):
+    """Unpack an archive into ``dest`` after checking that no entry escapes it."""
+    root = os.path.realpath(dest)
+    with open_mar(path) as archive:
+        for info in archive.infolist():
+            target = os.path.realpath(os.path.join(root, info.filename))
+            if os.path.commonpath([root, target]) != root:
+                raise UnsafeArchive("archive entry %r would be written outside %s" % (info.filename, dest))
+        archive.extractall(root)
+    return root

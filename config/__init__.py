@@ -1,0 +1,1 @@
+"""MMS ``config.properties`` profiles and the tuning rules behind them."""

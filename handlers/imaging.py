@@ -1,0 +1,118 @@
+"""Image decoding and preprocessing, as small pure functions.
+
+Shared by every image handler (MXNet and ONNX engines): bytes in, float32 NCHW
+arrays out, with the preprocessing read from the archive's signature.
+"""
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import BadRequest, PayloadTooLarge
+
+# A 40000x40000 PNG is a few kilobytes on the wire and 4.8 GB once decoded.
+# Refuse anything above this many pixels before decoding it.
+MAX_PIXELS = 64 * 1024 * 1024
+
+#: spec "interpolation" -> PIL filter
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def decode_image(payload, max_pixels=MAX_PIXELS):
+    """Decode JPEG/PNG/GIF/BMP/... bytes into an RGB PIL image.
+
+    Any colour mode is accepted (greyscale, palette, RGBA, CMYK); the first frame
+    of an animation is used. Raises BadRequest for what is not an image and
+    PayloadTooLarge for images declaring more than ``max_pixels`` pixels.
+    """
+    if isinstance(payload, (bytearray, memoryview)):
+        payload = bytes(payload)
+    if not isinstance(payload, bytes):
+        raise BadRequest("expected an image body, got %s" % type(payload).__name__)
+    if not payload:
+        raise BadRequest("empty body: send the image bytes (JPEG, PNG, GIF or BMP)")
+    try:
+        image = Image.open(io.BytesIO(payload))
+    except UnidentifiedImageError:
+        raise BadRequest("body is not a recognised image (JPEG, PNG, GIF, BMP): %d bytes" % len(payload))
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge("image too large: it declares far more than the %d pixels this model accepts "
+                              "(a decompression bomb?)" % max_pixels)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise BadRequest("image could not be decoded (truncated or corrupt): %s" % err)
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadRequest("image has zero size (%dx%d)" % (width, height))
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            "image declares %dx%d = %d pixels, more than the %d this model accepts"
+            % (width, height, width * height, max_pixels))
+    try:
+        image.load()
+        return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadRequest("image could not be decoded (truncated or corrupt %s): %s" % (image.format, err))
+
+
+def resize_shorter(image, size, resample=Image.Resampling.BILINEAR):
+    """Resize so the shorter side is ``size`` pixels, keeping the aspect ratio.
+
+    >>> resize_shorter(Image.new("RGB", (400, 200)), 100).size
+    (200, 100)
+    """
+    width, height = image.size
+    if width <= height:
+        new = (size, max(1, round(height * size / width)))
+    else:
+        new = (max(1, round(width * size / height)), size)
+    return image.resize(new, resample)
+
+
+def center_crop(image, height, width):
+    """Crop the centre ``height`` x ``width`` region (the image must be large enough).
+
+    >>> center_crop(Image.new("RGB", (300, 200)), 100, 100).size
+    (100, 100)
+    """
+    img_w, img_h = image.size
+    left = (img_w - width) // 2
+    top = (img_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def to_array(image, spec):
+    """Turn an RGB PIL image into a float32 (3, H, W) array as ``spec`` describes.
+
+    ``spec`` keys: ``height``, ``width``, ``resize`` (shorter side before the
+    centre crop; 0 resizes straight to height x width), ``mean`` and ``std``
+    (per channel, on 0-255 pixels, in the model's channel order), ``channel_order``
+    ("RGB" or "BGR"), ``interpolation`` (a key of RESAMPLING, default bilinear).
+
+    >>> spec = {"height": 2, "width": 2, "resize": 0, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    >>> to_array(Image.new("RGB", (4, 4), (255, 0, 0)), spec)[:, 0, 0].tolist()
+    [255.0, 0.0, 0.0]
+    """
+    height, width = int(spec["height"]), int(spec["width"])
+    resize = int(spec.get("resize", 0))
+    resample = RESAMPLING[spec.get("interpolation", "bilinear")]
+    if resize:
+        image = center_crop(resize_shorter(image, max(resize, height, width), resample), height, width)
+    elif image.size != (width, height):
+        image = image.resize((width, height), resample)
+    pixels = np.asarray(image, dtype=np.float32)  # H, W, 3 (RGB)
+    if spec.get("channel_order", "RGB").upper() == "BGR":
+        pixels = pixels[:, :, ::-1]
+    mean = np.asarray(spec.get("mean", (0.0, 0.0, 0.0)), dtype=np.float32)
+    std = np.asarray(spec.get("std", (1.0, 1.0, 1.0)), dtype=np.float32)
+    pixels = (pixels - mean) / std
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def preprocess(payload, spec, max_pixels=MAX_PIXELS):
+    """Bytes to a (3, H, W) float32 array: decode, resize, crop, normalise."""
+    return to_array(decode_image(payload, max_pixels=max_pixels), spec)

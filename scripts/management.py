@@ -1,0 +1,126 @@
+"""Client of MMS's management API (register, scale, describe, list, unregister).
+
+Every failure becomes a :class:`ManagementError` that names the server and the
+model: a server that is down, a model that does not exist, a refused request.
+"""
+import os
+import re
+from urllib.parse import quote, urlencode
+
+import requests
+
+from .errors import ManagementError, UsageError
+
+DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
+MANAGEMENT_URL_ENV = "MMSCTL_MANAGEMENT_URL"
+_REMOTE_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def default_management_url():
+    return os.environ.get(MANAGEMENT_URL_ENV) or DEFAULT_MANAGEMENT_URL
+
+
+def check_model_url(url, allow=()):
+    """Refuse remote archive URLs unless one of the ``allow`` prefixes matches.
+
+    MMS downloads any http(s) URL it is given and runs the handler inside; a local
+    file name in the model store is always allowed.
+    """
+    if not _REMOTE_URL.match(url):
+        return url
+    if any(url.startswith(prefix) for prefix in allow):
+        return url
+    raise UsageError("refusing remote model URL %s: pass --allow-url PREFIX for sources you trust" % url)
+
+
+class ManagementClient:
+    """Thin, typed wrapper over MMS's management REST API."""
+
+    def __init__(self, base_url=None, timeout=30.0, session=None):
+        self.base_url = (base_url or default_management_url()).rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def _call(self, method, path, what, params=None, timeout=None):
+        url = self.base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        try:
+            response = self.session.request(method, url, timeout=timeout or self.timeout)
+        except requests.ConnectionError as err:
+            reset = "reset" in str(err).lower() or "aborted" in str(err).lower()
+            raise ManagementError("%s: management API at %s %s" % (
+                what, self.base_url, "closed the connection" if reset else "is not reachable (is the server running?)"))
+        except requests.Timeout:
+            raise ManagementError("%s: management API at %s did not answer within %.0f s" % (
+                what, self.base_url, timeout or self.timeout))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text.strip()}
+        if response.status_code >= 300:
+            message = body.get("message") if isinstance(body, dict) else str(body)
+            raise ManagementError("%s: %s answered %d: %s" % (what, self.base_url, response.status_code, message),
+                                  status=response.status_code)
+        return response.status_code, body
+
+    def register(self, url, name=None, batch_size=None, max_batch_delay=None, workers=None,
+                 response_timeout=None, synchronous=True, allow=()):
+        check_model_url(url, allow)
+        params = {"url": url}
+        for key, value in (("model_name", name), ("batch_size", batch_size), ("max_batch_delay", max_batch_delay),
+                           ("initial_workers", workers), ("response_timeout", response_timeout)):
+            if value is not None:
+                params[key] = value
+        params["synchronous"] = "true" if synchronous else "false"
+        what = "register %s" % (name or url)
+        return self._call("POST", "/models", what, params, timeout=max(self.timeout, 300))[1]
+
+    def scale(self, name, min_worker, max_worker=None, synchronous=True, timeout=None):
+        """Scale workers; returns (status, body). MMS answers 210 for a partial success."""
+        params = {"min_worker": int(min_worker), "synchronous": "true" if synchronous else "false"}
+        if max_worker is not None:
+            params["max_worker"] = int(max_worker)
+        return self._call("PUT", "/models/" + quote(name, safe=""), "scale model %s" % name, params,
+                          timeout=timeout or max(self.timeout, 300))
+
+    def describe(self, name):
+        return self._call("GET", "/models/" + quote(name, safe=""), "describe model %s" % name)[1]
+
+    def list(self, limit=100):
+        """All registered models, following ``nextPageToken``."""
+        models, token = [], None
+        while True:
+            params = {"limit": limit}
+            if token:
+                params["next_page_token"] = token
+            body = self._call("GET", "/models", "list models", params)[1]
+            models.extend(body.get("models", []))
+            token = body.get("nextPageToken")
+            if not token:
+                return models
+
+    def unregister(self, name):
+        return self._call("DELETE", "/models/" + quote(name, safe=""), "unregister model %s" % name)[1]
+
+    def ready_workers(self, name):
+        """(READY workers, all workers) of a model."""
+        workers = self.describe(name).get("workers", [])
+        return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
+
+    def health(self, names=None):
+        """{model: READY worker count}; raises ManagementError unless each has one.
+
+        MMS's /ping answers 200 even when every worker is dead, so this reads the
+        workers of each model instead.
+        """
+        names = list(names or [m["modelName"] for m in self.list()])
+        if not names:
+            raise ManagementError("health: no model is registered at %s" % self.base_url)
+        counts = {}
+        for name in names:
+            counts[name] = self.ready_workers(name)[0]
+        dead = [n for n, c in counts.items() if c < 1]
+        if dead:
+            raise ManagementError("health: model %s at %s has no READY worker" % (", ".join(dead), self.base_url))
+        return counts

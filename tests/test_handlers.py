@@ -1,0 +1,234 @@
+"""Handlers in plain pytest: imaging, codec, top-k, device choice, the handle template."""
+import doctest
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsctl.handlers import base, codec, devices, errors, imaging, topk
+from mmsctl.handlers.image_classifier import ImageClassifier
+
+from conftest import FakeContext
+
+
+@pytest.mark.parametrize("module", [imaging, topk, devices])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def encode(image, fmt, **kw):
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+RGB = Image.new("RGB", (64, 48), (200, 10, 30))
+
+
+@pytest.mark.parametrize("payload", [
+    encode(RGB, "JPEG"), encode(RGB, "PNG"), encode(RGB.convert("P"), "GIF"), encode(RGB, "BMP"),
+    encode(RGB.convert("L"), "PNG"), encode(RGB.convert("RGBA"), "PNG"), encode(RGB.convert("CMYK"), "JPEG"),
+    encode(Image.new("RGB", (1, 1)), "PNG"),
+], ids=["jpeg", "png", "gif-palette", "bmp", "grey", "rgba", "cmyk-jpeg", "1x1"])
+def test_decode_any_format_and_mode(payload):
+    image = imaging.decode_image(payload)
+    assert image.mode == "RGB"
+    arr = imaging.to_array(image, {"height": 8, "width": 8, "resize": 10, "mean": [0] * 3, "std": [1] * 3})
+    assert arr.shape == (3, 8, 8) and arr.dtype == np.float32
+
+
+def bomb_png(width=40000, height=40000):
+    """A valid-looking PNG whose header declares width x height (a few hundred bytes)."""
+    import struct
+    import zlib
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("payload, error, text", [
+    (b"", errors.BadRequest, "empty body"),
+    (b"\x00\x01garbage" * 10, errors.BadRequest, "not a recognised image"),
+    (encode(RGB, "JPEG")[:200], errors.BadRequest, "truncated or corrupt"),
+    (bomb_png(), errors.PayloadTooLarge, "too large"),
+    (bomb_png(9000, 9000), errors.PayloadTooLarge, "9000x9000"),
+    ("text", errors.BadRequest, "expected an image body"),
+])
+def test_decode_refuses(payload, error, text):
+    with pytest.raises(error, match=text):
+        imaging.decode_image(payload)
+
+
+def test_preprocess_normalises_in_channel_order():
+    red = encode(Image.new("RGB", (10, 10), (255, 0, 0)), "PNG")
+    spec = {"height": 4, "width": 4, "resize": 0, "mean": [100, 0, 0], "std": [2, 1, 1], "channel_order": "BGR"}
+    arr = imaging.preprocess(red, spec)
+    assert arr[:, 0, 0].tolist() == [-50.0, 0.0, 255.0]
+
+
+def test_top_k_sorted_and_softmax():
+    probs = topk.softmax(np.array([1.0, 3.0, 2.0]))
+    assert probs.sum() == pytest.approx(1.0)
+    answer = topk.top_k(probs, ["a", "b", "c"], k=5)
+    assert [a["class"] for a in answer] == ["b", "c", "a"]
+    assert set(answer[0]) == {"probability", "class"}
+
+
+@pytest.mark.parametrize("ctype, value, expected", [
+    ("application/json", b'{"a": 1}', {"a": 1}),
+    ("application/json; charset=utf-8", {"a": 1}, {"a": 1}),
+    ("text/plain", b"hi", "hi"),
+    ("text/csv", "x,y", "x,y"),
+    ("image/png", b"\x89PNG", b"\x89PNG"),
+    ("application/octet-stream", b"\x00", b"\x00"),
+])
+def test_decode_value_table(ctype, value, expected):
+    assert codec.decode_value(ctype, value) == expected
+
+
+def test_decode_value_malformed_json():
+    with pytest.raises(errors.BadRequest, match="malformed JSON"):
+        codec.decode_value("application/json", b"{bad")
+
+
+def test_request_parts_keep_order_and_types():
+    parts = codec.request_parts({"image1": b"x", "image0": b"y"},
+                                {"image1": {"content-type": "image/png"}})
+    assert [p.name for p in parts] == ["image1", "image0"]
+    assert parts[0].content_type == "image/png" and parts[1].content_type == "application/octet-stream"
+    assert codec.is_single_body(codec.request_parts({"body": b"x"}))
+    assert not codec.is_single_body(parts)
+    with pytest.raises(errors.BadRequest, match="empty request"):
+        codec.request_parts({})
+
+
+@pytest.mark.parametrize("gpu_id, ei, kind, index", [
+    (None, False, "cpu", 0),
+    ("", False, "cpu", 0),
+    (0, False, "gpu", 0),
+    ("3", False, "gpu", 3),
+    (None, True, "eia", 0),
+    (1, True, "eia", 0),
+])
+def test_select_device(gpu_id, ei, kind, index):
+    device = devices.select_device(gpu_id=gpu_id, ei_available=ei)
+    assert (device.kind, device.index) == (kind, index)
+    assert device.reason
+
+
+class FakeEngine:
+    """Scores each image by its mean red value (class 0) vs blue (class 1)."""
+
+    device_description = "fake"
+
+    def __init__(self, signature, model_dir, props):
+        self.calls = []
+
+    def warm_up(self):
+        self.calls.append("warm")
+
+    def forward(self, items):
+        self.calls.append(len(items))
+        return [{"prob": np.array([it["data"][0].mean(), it["data"][2].mean()])} for it in items]
+
+
+def write_signature(folder, labels=("red", "blue")):
+    signature = {
+        "task": "image-classification", "engine": {"name": "fake", "outputs": ["prob"]},
+        "inputs": [{"name": "data", "shape": [1, 3, 4, 4], "datatype": "FP32"}],
+        "outputs": [{"name": "prob", "shape": [1, 2], "datatype": "FP32"}],
+        "preprocess": {"height": 4, "width": 4, "resize": 0, "mean": [0, 0, 0], "std": [255, 255, 255]},
+        "postprocess": {"synset": "synset.txt", "topk": 2, "apply_softmax": False},
+    }
+    (folder / "signature.json").write_text(json.dumps(signature))
+    (folder / "synset.txt").write_text("\n".join(labels) + "\n")
+
+
+@pytest.fixture
+def handler(tmp_path):
+    write_signature(tmp_path)
+    h = ImageClassifier(engine_factory=FakeEngine)
+    h.initialize(FakeContext(str(tmp_path)))
+    return h
+
+
+RED = encode(Image.new("RGB", (8, 8), (255, 0, 0)), "PNG")
+BLUE = encode(Image.new("RGB", (8, 8), (0, 0, 255)), "PNG")
+
+
+def test_initialize_warms_up(handler):
+    assert handler.engine.calls == ["warm"]
+
+
+def test_single_body_answers_top_k(handler):
+    ctx = FakeContext("x")
+    out = handler.handle([{"body": RED}], ctx)
+    assert json.loads(out[0]) == [{"probability": 1.0, "class": "red"}, {"probability": 0.0, "class": "blue"}]
+    assert ctx.statuses[0][0] == 200 and ctx.content_types[0] == "application/json"
+
+
+def test_batch_and_multipart_in_one_forward(handler):
+    ctx = FakeContext("x")
+    out = handler.handle([{"body": BLUE}, {"image0": RED, "image1": BLUE}], ctx)
+    assert len(out) == 2
+    assert json.loads(out[0])[0]["class"] == "blue"
+    assert [a[0]["class"] for a in json.loads(out[1])] == ["red", "blue"]
+    assert handler.engine.calls[-1] == 3
+
+
+def test_bad_request_in_batch_fails_alone(handler):
+    ctx = FakeContext("x", headers=[{}, {"body": {"content-type": "application/json"}}, {}])
+    out = handler.handle([{"body": RED}, {"body": b'{"x": 1}'}, {"body": b"junk"}], ctx)
+    assert ctx.statuses[0][0] == 200
+    assert ctx.statuses[1][0] == 415 and "not an image" in json.loads(out[1])["message"]
+    assert ctx.statuses[2][0] == 400 and "not a recognised image" in json.loads(out[2])["message"]
+
+
+def test_multipart_with_one_bad_part_answers_per_item(handler):
+    ctx = FakeContext("x")
+    out = json.loads(handler.handle([{"image0": RED, "image1": b"junk"}], ctx)[0])
+    assert ctx.statuses[0][0] == 200
+    assert out[0][0]["class"] == "red"
+    assert out[1]["code"] == 400 and "not a recognised image" in out[1]["message"]
+
+
+def test_engine_failure_is_500_for_the_batch_not_a_crash(handler):
+    def broken(items):
+        raise RuntimeError("device lost")
+    handler.engine.forward = broken
+    ctx = FakeContext("x")
+    out = handler.handle([{"body": RED}], ctx)
+    assert ctx.statuses[0][0] == 500 and "device lost" in json.loads(out[0])["message"]
+
+
+def test_initialize_failure_escapes_mms_except_exception(tmp_path):
+    """MMS wraps class initialize() in `except Exception`; our failure is not an Exception."""
+    h = ImageClassifier(engine_factory=FakeEngine)
+    with pytest.raises(errors.ModelLoadFailure, match="signature.json is missing"):
+        try:
+            h.initialize(FakeContext(str(tmp_path)))
+        except Exception:  # what MMS does
+            pytest.fail("ModelLoadFailure was caught by `except Exception`")
+
+
+def test_initialize_wraps_engine_errors(tmp_path):
+    write_signature(tmp_path)
+
+    def factory(*args):
+        raise OSError("params unreadable")
+    with pytest.raises(errors.ModelLoadFailure, match="params unreadable"):
+        ImageClassifier(engine_factory=factory).initialize(FakeContext(str(tmp_path)))
+
+
+def test_handle_none_is_a_no_op(handler):
+    assert handler.handle(None, FakeContext("x")) is None
+
+
+def test_base_signature_errors(tmp_path):
+    (tmp_path / "signature.json").write_text("{not json")
+    with pytest.raises(errors.ModelLoadFailure, match="not valid JSON"):
+        base.load_signature(str(tmp_path))
