@@ -1,0 +1,1 @@
+"""Container images and Amazon ECS deployment for mmsctl-served models."""
