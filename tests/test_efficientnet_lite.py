@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mxnet")
-PIL_Image = pytest.importorskip("PIL.Image")
 
 from mmsctl.archives import efficientnet_lite  # noqa: E402
+from mmsctl.handlers import imaging  # noqa: E402
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967
@@ -36,20 +36,12 @@ def _skimage_image(name):
 
 
 def _preprocess(path, prep):
-    """Resize shorter side, centre crop, (x - mean) / std, NCHW float32."""
-    image = PIL_Image.open(path).convert("RGB")
-    width, height = image.size
-    short = prep["resize_shorter_side"]
-    crop_w, crop_h = prep["center_crop"]
-    scale = short / float(min(width, height))
-    image = image.resize((max(crop_w, round(width * scale)), max(crop_h, round(height * scale))),
-                         PIL_Image.BICUBIC)
-    width, height = image.size
-    left, top = (width - crop_w) // 2, (height - crop_h) // 2
-    image = image.crop((left, top, left + crop_w, top + crop_h))
-    pixels = np.asarray(image, dtype=np.float32)
-    pixels = (pixels - np.array(prep["mean"], np.float32)) / np.array(prep["std"], np.float32)
-    return mx.nd.array(pixels.transpose(2, 0, 1)[np.newaxis])
+    """The handlers' own preprocessing (mmsctl.handlers.imaging), fed the exported description."""
+    spec = {"height": prep["center_crop"][1], "width": prep["center_crop"][0],
+            "resize": prep["resize_shorter_side"], "mean": prep["mean"], "std": prep["std"],
+            "channel_order": prep["color_order"], "interpolation": prep["interpolation"]}
+    with open(path, "rb") as handle:
+        return mx.nd.array(imaging.preprocess(handle.read(), spec)[np.newaxis])
 
 
 def _sha256(path):
