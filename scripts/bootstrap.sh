@@ -21,6 +21,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -r requirements/runtime.txt -r requirements/test.txt
+# onnxruntime separately and --no-deps: it must never move numpy off 1.23.5 (requirements/onnxruntime.txt).
+"${PIP[@]}" --no-deps -r requirements/onnxruntime.txt
 "${PIP[@]}" --no-deps -e .
-"$VENV/bin/python" -c 'import mxnet, numpy; assert numpy.__version__ == "1.23.5", numpy.__version__' 
+"$VENV/bin/python" -c 'import mxnet, numpy; assert numpy.__version__ == "1.23.5", numpy.__version__'
+"$VENV/bin/python" -c 'import onnx, onnxruntime; onnx.mapping'
 echo "bootstrap: ready ($VENV, $("$VENV/bin/python" --version), $(java -version 2>&1 | head -n1))" >&2
