@@ -40,6 +40,22 @@ def check_name(name):
     return name
 
 
+def check_inside_folder(path, option):
+    """Refuse an input that resolves outside its own folder (a symlink out of the model folder).
+
+    ``path`` is the file as given; its folder is the one the name sits in. A
+    symlink to a sibling file is fine; one to ``/etc/shadow`` or ``../other`` is
+    not, whether the file itself or a link in its own name resolves away.
+    Returns the resolved path.
+    """
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    target = os.path.realpath(path)
+    if os.path.commonpath([folder, target]) != folder:
+        raise InvalidInput("%s %s resolves to %s, outside its folder %s (a symlink?): refusing to follow it; "
+                           "copy the file into the model folder instead" % (option, path, target, folder))
+    return target
+
+
 def output_path(export_path, name, force):
     """Where the archive goes; refuses to overwrite without ``force`` before any work."""
     folder = export_path or os.getcwd()

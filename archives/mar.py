@@ -8,6 +8,7 @@ seconds and save little). Reading refuses entries that would escape the folder.
 import json
 import os
 import posixpath
+import stat
 import tempfile
 import zipfile
 
@@ -30,6 +31,18 @@ def check_entry_name(name):
     if normal == ".." or normal.startswith("../") or "/../" in "/" + name + "/":
         raise UnsafeArchive("archive entry %r escapes the folder with '..': refusing to unpack it" % name)
     return name
+
+
+def check_entry_mode(info):
+    """Refuse symlink entries (Unix mode S_IFLNK in the high 16 bits of ``external_attr``).
+
+    Python's zipfile would write the link target as a plain file, but other
+    unpackers (``unzip``, MMS's own) may create the link and then write through it.
+    """
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):  # whatever create_system claims
+        raise UnsafeArchive("archive entry %r is a symbolic link: refusing to unpack it" % info.filename)
+    return info
 
 
 def write_mar(path, entries, force=False):
@@ -74,8 +87,13 @@ def open_mar(path):
         raise InvalidInput("archive %s does not exist" % path)
     except zipfile.BadZipFile:
         raise InvalidInput("%s is not a .mar (zip) archive" % path)
-    for info in archive.infolist():
-        check_entry_name(info.filename)
+    try:
+        for info in archive.infolist():
+            check_entry_name(info.filename)
+            check_entry_mode(info)
+    except UnsafeArchive:
+        archive.close()
+        raise
     return archive
 
 

@@ -4,6 +4,7 @@ Shared by every image handler (MXNet and ONNX engines): bytes in, float32 NCHW
 arrays out, with the preprocessing read from the archive's signature.
 """
 import io
+import struct
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +24,21 @@ RESAMPLING = {
 }
 
 
+def declared_size(payload):
+    """(width, height) a PNG or GIF header declares, or None for other formats.
+
+    PIL refuses zero-size images as unidentified; this names the real problem.
+
+    >>> declared_size(b"GIF89a" + bytes([2, 0, 0, 0]))
+    (2, 0)
+    """
+    if payload[:8] == b"\x89PNG\r\n\x1a\n" and payload[12:16] == b"IHDR" and len(payload) >= 24:
+        return struct.unpack(">II", payload[16:24])
+    if payload[:6] in (b"GIF87a", b"GIF89a") and len(payload) >= 10:
+        return struct.unpack("<HH", payload[6:10])
+    return None
+
+
 def decode_image(payload, max_pixels=MAX_PIXELS):
     """Decode JPEG/PNG/GIF/BMP/... bytes into an RGB PIL image.
 
@@ -39,6 +55,9 @@ def decode_image(payload, max_pixels=MAX_PIXELS):
     try:
         image = Image.open(io.BytesIO(payload))
     except UnidentifiedImageError:
+        size = declared_size(payload)
+        if size is not None and 0 in size:
+            raise BadRequest("image has zero size (%dx%d)" % size)
         raise BadRequest("body is not a recognised image (JPEG, PNG, GIF, BMP): %d bytes" % len(payload))
     except Image.DecompressionBombError:
         raise PayloadTooLarge("image too large: it declares far more than the %d pixels this model accepts "

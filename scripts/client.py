@@ -23,22 +23,25 @@ def _read(path):
         raise PredictionError("cannot read %s: %s" % (path, err.strerror))
 
 
-def predict(inference_url, model, files, timeout=120.0, session=None):
+def predict(inference_url, model, files, timeout=120.0, session=None, verify=True):
     """Classify one file (raw body) or several (one multipart request, parts image0..N).
 
     Returns the decoded JSON answer. MMS keeps only the last of several form parts
-    sharing a name, so each part gets its own name.
+    sharing a name, so each part gets its own name. ``verify`` is requests' TLS
+    check: True, or the CA/certificate file of an https server.
     """
     url = "%s/predictions/%s" % (inference_url.rstrip("/"), model)
     http = session or requests
     try:
         if len(files) == 1:
-            response = http.post(url, data=_read(files[0]), timeout=timeout,
+            response = http.post(url, data=_read(files[0]), timeout=timeout, verify=verify,
                                  headers={"Content-Type": "application/octet-stream"})
         else:
             parts = [("image%d" % i, (os.path.basename(f), _read(f), "application/octet-stream"))
                      for i, f in enumerate(files)]
-            response = http.post(url, files=parts, timeout=timeout)
+            response = http.post(url, files=parts, timeout=timeout, verify=verify)
+    except requests.exceptions.SSLError as err:
+        raise PredictionError("TLS with %s failed (pass the server's certificate with --cacert): %s" % (url, err))
     except requests.ConnectionError as err:
         text = str(err).lower()
         if "reset" in text or "aborted" in text or "broken pipe" in text:
@@ -51,6 +54,9 @@ def predict(inference_url, model, files, timeout=120.0, session=None):
         body = response.json()
     except ValueError:
         body = response.text
+    if response.status_code == 413 and not body:  # refused by the frontend before any handler saw it
+        raise PredictionError("model %s at %s answered 413: the body is larger than the server's max_request_size"
+                              % (model, inference_url), status=413, body=body)
     if response.status_code != 200:
         message = body.get("message") if isinstance(body, dict) else str(body)[:300]
         raise PredictionError("model %s at %s answered %d: %s" % (model, inference_url, response.status_code, message),
