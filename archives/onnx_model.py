@@ -457,6 +457,9 @@ def build(config):
         raise InvalidInput("--engine %r: choose one of %s" % (config.engine, ", ".join(ENGINES)))
     if config.topk < 1:
         raise InvalidInput("--topk must be at least 1")
+    for given, option in ((config.model, "--model"), (config.synset, "--synset")):
+        if given:
+            builder.check_inside_folder(given, option)
     raw = load_model(config.model)
     model = check_model(raw, config.model)
     inputs, outputs = read_signature(model, config.model)
