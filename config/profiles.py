@@ -1,31 +1,129 @@
 """Deployment profiles: the rules that turn a machine into MMS settings.
 
 The seeds' central lesson (seed 002's appendix): workers x OpenMP threads must
-match the target. One worker per accelerator (EI calls are sequential; one per
-GPU); on CPU, one worker per vCPU with one thread each for throughput, or one
-worker with all vCPUs for latency. Workers x threads never exceed the vCPUs:
-measured here, 2 workers x 2 threads on 2 cores collapsed ResNet-152 from 11.7
-to 1.7-3.5 requests/s.
+match the target.
 
-Everything here is pure: ``build_profile`` computes, ``render_properties``
-returns the text of ``config.properties``; nothing reads the machine except the
-two ``detect_*`` helpers, which callers may bypass with explicit counts.
+================  ==================  ==================  =======================
+profile           workers             OMP_NUM_THREADS     why
+================  ==================  ==================  =======================
+ei                1                   1                   calls to the accelerator are sequential
+gpu               one per GPU         1                   the GPU does the work
+cpu-throughput    one per vCPU        1                   requests run side by side
+cpu-latency       1                   vCPUs               one request uses every core
+================  ==================  ==================  =======================
+
+Workers x threads never exceed the vCPUs: measured here, 2 workers x 2 threads
+on 2 cores collapsed ResNet-152 from 11.7 to 1.7-3.5 requests/s.
+
+The thread settings reach the Python workers through the server's environment
+(MMS's worker sets OMP_NUM_THREADS=1 only when nothing is set), so they are in
+effect before MXNet loads. Each profile also names the device its workers must
+get (``MMSCTL_REQUIRE_DEVICE``: eia, gpu or cpu), so an ``ei`` server without an
+EI build of MXNet fails at start instead of running on the CPU.
+
+Related knobs, and why most are left at MMS's defaults:
+
+* ``MXNET_CPU_WORKER_NTHREADS=1``: MXNet's own engine threads for CPU operators;
+  the OpenMP pool inside each operator does the parallel work.
+* ``KMP_AFFINITY``/``KMP_BLOCKTIME`` (seed 000) act on Intel OpenMP (libiomp5,
+  the ``mxnet-mkl`` style builds) only; the mxnet 1.9.1 pip wheel links GNU
+  libgomp, where they do nothing. They are set only when ``openmp="intel"``, and
+  ``KMP_AFFINITY`` (which pins each process's threads from core 0 up) only with a
+  single worker, so that several workers are not all pinned to the same cores.
+* ``OMP_WAIT_POLICY``, ``number_of_netty_threads``, ``netty_client_threads``,
+  ``job_queue_size``: not set, because no measurement here showed them to help;
+  ``scripts/prove_profiles.py --env/--property`` measures a variant.
+
+Everything here is pure: ``build_profile`` computes, ``render_*`` return text;
+nothing reads the machine except the ``detect_*`` helpers, which callers bypass
+with explicit values.
 """
+import glob
+import importlib.util
+import logging
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, Optional
+from urllib.parse import urlsplit
 
 PROFILES = ("ei", "gpu", "cpu-latency", "cpu-throughput")
 DEFAULT_INFERENCE_PORT = 8080
 DEFAULT_MANAGEMENT_PORT = 8081
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 120
 DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
+OPENMP_RUNTIMES = ("gnu", "intel")
+
+#: the device each profile's workers must get (read by mmsctl_handlers.devices)
+REQUIRE_DEVICE_ENV = "MMSCTL_REQUIRE_DEVICE"
+REQUIRED_DEVICE = {"ei": "eia", "gpu": "gpu", "cpu-latency": "cpu", "cpu-throughput": "cpu"}
+
+#: Inside an ECS task the EI client must not read the container's metadata
+#: endpoint: seed 000 unsets the first, seed 004 both (``--unset-ecs-metadata``).
+ECS_METADATA_VARIABLES = ("ECS_CONTAINER_METADATA_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+
+#: Intel OpenMP settings of seed 000's task definition (not measured here: no such build).
+INTEL_OPENMP_ENVIRONMENT = {"KMP_BLOCKTIME": "0", "KMP_SETTINGS": "0"}
+INTEL_OPENMP_SINGLE_WORKER = {"KMP_AFFINITY": "granularity=fine,compact,1,0"}
 
 
 class ProfileError(ValueError):
     """A profile that cannot be built for the given machine or options."""
+
+
+logger = logging.getLogger(__name__)
+
+#: Hosts the management API may bind to without a warning.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the inference API: a PEM key + certificate, or a keystore.
+
+    MMS 1.1.11 reads ``private_key_file`` + ``certificate_file`` (PEM; an RSA key,
+    PKCS#8 or PKCS#1) or ``keystore`` + ``keystore_pass`` + ``keystore_type``. The
+    keystore password ends up in config.properties: keep that file private.
+    """
+
+    certificate_file: Optional[str] = None
+    private_key_file: Optional[str] = None
+    keystore: Optional[str] = None
+    keystore_pass: Optional[str] = None
+    keystore_type: str = "PKCS12"
+
+
+def check_tls(tls):
+    """Refuse an incomplete TLS setting: a key without a certificate, or both kinds at once."""
+    pem = (tls.certificate_file, tls.private_key_file)
+    if tls.keystore:
+        if any(pem):
+            raise ProfileError("TLS: give either --tls-keystore or --tls-cert/--tls-key, not both")
+        return tls
+    if not all(pem):
+        raise ProfileError("TLS needs both --tls-cert (PEM certificate) and --tls-key (PEM private key), "
+                           "or --tls-keystore")
+    return tls
+
+
+def tls_properties(tls):
+    """The config.properties keys MMS 1.1.11 reads for TLS."""
+    if tls.keystore:
+        props = {"keystore": tls.keystore, "keystore_type": tls.keystore_type}
+        if tls.keystore_pass is not None:
+            props["keystore_pass"] = tls.keystore_pass
+        return props
+    return {"private_key_file": tls.private_key_file, "certificate_file": tls.certificate_file}
+
+
+def management_exposure_warning(host):
+    """The warning to give when the management API leaves the loopback interface, else None."""
+    if host in LOOPBACK_HOSTS:
+        return None
+    return ("WARNING: the management API is exposed on %s: anyone who reaches it can register archives "
+            "(code that runs with the server's privileges) and unregister models, and MMS has no "
+            "authentication. Keep it behind a firewall or an authenticating proxy" % host)
 
 
 @dataclass(frozen=True)
@@ -42,9 +140,11 @@ class Profile:
     management_address: str = "http://127.0.0.1:%d" % DEFAULT_MANAGEMENT_PORT
     response_timeout_seconds: int = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+    openmp: str = "gnu"
     environment: Dict[str, str] = field(default_factory=dict)
     unset_environment: tuple = ()
     extra_properties: Dict[str, str] = field(default_factory=dict)
+    tls: Optional[TlsConfig] = None
 
 
 def detect_vcpus():
@@ -72,6 +172,19 @@ def detect_gpus():
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def detect_openmp(find_spec=importlib.util.find_spec):
+    """"intel" when the installed MXNet bundles Intel OpenMP (libiomp5), else "gnu".
+
+    The mxnet 1.9.1 pip wheel links the system's GNU libgomp; MKL builds ship
+    libiomp5.so next to libmxnet.so.
+    """
+    spec = find_spec("mxnet")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if any(glob.glob(os.path.join(folder, "libiomp5*")) for folder in folders):
+        return "intel"
+    return "gnu"
+
+
 def threads_for(name, vcpus, gpus):
     """(workers, OMP threads per worker) for a profile: the tuning rules in one table."""
     if name == "ei":
@@ -87,34 +200,69 @@ def threads_for(name, vcpus, gpus):
     raise ProfileError("unknown profile %r: choose one of %s" % (name, ", ".join(PROFILES)))
 
 
+def thread_environment(name, workers, threads, openmp):
+    """The environment of the server process that carries the thread settings."""
+    environment = {
+        "OMP_NUM_THREADS": str(threads),
+        "MXNET_CPU_WORKER_NTHREADS": "1",
+        "MXNET_USE_OPERATOR_TUNING": "0",
+        REQUIRE_DEVICE_ENV: REQUIRED_DEVICE[name],
+    }
+    if openmp == "intel":
+        environment.update(INTEL_OPENMP_ENVIRONMENT)
+        if workers == 1:
+            environment.update(INTEL_OPENMP_SINGLE_WORKER)
+    return environment
+
+
 def build_profile(name, vcpus=None, gpus=None, model_store="model_store", inference_port=DEFAULT_INFERENCE_PORT,
                   management_port=DEFAULT_MANAGEMENT_PORT, inference_host="127.0.0.1",
-                  response_timeout_seconds=DEFAULT_RESPONSE_TIMEOUT_SECONDS, workers: Optional[int] = None):
-    """Compute a profile for a machine with ``vcpus`` CPUs and ``gpus`` GPUs."""
+                  response_timeout_seconds=DEFAULT_RESPONSE_TIMEOUT_SECONDS, workers: Optional[int] = None,
+                  openmp=None, unset_ecs_metadata=False, management_host="127.0.0.1",
+                  tls: Optional[TlsConfig] = None):
+    """Compute a profile for a machine with ``vcpus`` CPUs and ``gpus`` GPUs.
+
+    The management API stays on 127.0.0.1 unless ``management_host`` says otherwise
+    (logged as a warning); ``tls`` serves the inference API over https.
+
+    ``openmp``: "gnu" or "intel" (default: what the installed MXNet uses).
+    ``unset_ecs_metadata``: ei only; the server runs without the ECS variables
+    that make the EI client look up the wrong metadata endpoint.
+    """
+    if name not in PROFILES:
+        raise ProfileError("unknown profile %r: choose one of %s" % (name, ", ".join(PROFILES)))
     vcpus = detect_vcpus() if vcpus is None else int(vcpus)
     gpus = (detect_gpus() if name == "gpu" else 0) if gpus is None else int(gpus)
     if vcpus < 1:
         raise ProfileError("--vcpus must be at least 1")
+    if gpus < 0:
+        raise ProfileError("--gpus cannot be negative")
+    openmp = detect_openmp() if openmp is None else openmp
+    if openmp not in OPENMP_RUNTIMES:
+        raise ProfileError("--openmp must be one of %s, not %r" % (", ".join(OPENMP_RUNTIMES), openmp))
+    if unset_ecs_metadata and name != "ei":
+        raise ProfileError("--unset-ecs-metadata is an option of the ei profile (the EI client inside an ECS "
+                           "task); profile %s does not use it" % name)
     count, threads = threads_for(name, vcpus, gpus)
     if workers is not None:
         count = int(workers)
         if count < 1:
             raise ProfileError("--workers must be at least 1")
-    if name.startswith("cpu") and count * threads > vcpus:
-        raise ProfileError("%d workers x %d OpenMP threads would oversubscribe %d vCPUs" % (count, threads, vcpus))
-    environment = {
-        "OMP_NUM_THREADS": str(threads),
-        # MXNet's own engine threads for CPU operators: one per worker, the OpenMP
-        # pool inside each operator does the parallel work.
-        "MXNET_CPU_WORKER_NTHREADS": "1",
-        "MXNET_USE_OPERATOR_TUNING": "0",
-    }
+    if count * threads > vcpus:
+        raise ProfileError("%d workers x %d OpenMP threads would oversubscribe %d vCPUs (profile %s); "
+                           "use fewer workers, or cpu-throughput for one single-threaded worker per vCPU"
+                           % (count, threads, vcpus, name))
+    exposure = management_exposure_warning(management_host)
+    if exposure:
+        logger.warning(exposure)
     return Profile(
         name=name, vcpus=vcpus, gpus=gpus, workers=count, omp_threads=threads, model_store=model_store,
-        inference_address="http://%s:%d" % (inference_host, inference_port),
-        management_address="http://127.0.0.1:%d" % management_port,
-        response_timeout_seconds=int(response_timeout_seconds),
-        environment=environment,
+        inference_address="%s://%s:%d" % ("https" if tls is not None else "http", inference_host, inference_port),
+        management_address="http://%s:%d" % (management_host, management_port),
+        response_timeout_seconds=int(response_timeout_seconds), openmp=openmp,
+        environment=thread_environment(name, count, threads, openmp),
+        unset_environment=ECS_METADATA_VARIABLES if unset_ecs_metadata else (),
+        tls=check_tls(tls) if tls is not None else None,
     )
 
 
@@ -135,15 +283,42 @@ def properties(profile):
         "max_response_size": str(profile.max_request_size),
         "async_logging": "true",
     }
+    if profile.tls is not None:
+        props.update(tls_properties(profile.tls))
     props.update(profile.extra_properties)
     return props
 
 
+def render_command(profile):
+    """The ``mmsctl config render`` command line that renders ``profile`` again."""
+    words = ["mmsctl", "config", "render", "--profile", profile.name, "--vcpus", str(profile.vcpus),
+             "--gpus", str(profile.gpus), "--openmp", profile.openmp, "--model-store", profile.model_store]
+    if profile.workers != threads_for(profile.name, profile.vcpus, profile.gpus)[0]:
+        words += ["--workers", str(profile.workers)]
+    inference, management = urlsplit(profile.inference_address), urlsplit(profile.management_address)
+    if inference.port != DEFAULT_INFERENCE_PORT:
+        words += ["--inference-port", str(inference.port)]
+    if management.port != DEFAULT_MANAGEMENT_PORT:
+        words += ["--management-port", str(management.port)]
+    if inference.hostname == "0.0.0.0":
+        words.append("--public")
+    if profile.unset_environment:
+        words.append("--unset-ecs-metadata")
+    if management.hostname not in ("127.0.0.1", None):
+        words += ["--management-host", management.hostname]
+    if profile.tls is not None and profile.tls.keystore:
+        words += ["--tls-keystore", profile.tls.keystore, "--tls-keystore-type", profile.tls.keystore_type]
+    elif profile.tls is not None:
+        words += ["--tls-cert", profile.tls.certificate_file, "--tls-key", profile.tls.private_key_file]
+    return " ".join(words)
+
+
 def render_properties(profile):
     """The text of ``config.properties`` for ``profile``."""
-    lines = ["# MMS config.properties rendered by mmsctl for profile %s" % profile.name,
-             "# %d vCPUs, %d GPUs: %d workers x %d OpenMP threads" % (
-                 profile.vcpus, profile.gpus, profile.workers, profile.omp_threads)]
+    lines = ["# MMS config.properties for profile %s, rendered by: %s" % (profile.name, render_command(profile)),
+             "# %d vCPUs, %d GPUs, %s OpenMP: %d worker%s x %d OpenMP thread%s" % (
+                 profile.vcpus, profile.gpus, profile.openmp, profile.workers, "" if profile.workers == 1 else "s",
+                 profile.omp_threads, "" if profile.omp_threads == 1 else "s")]
     lines += ["%s=%s" % (key, value) for key, value in properties(profile).items()]
     return "\n".join(lines) + "\n"
 
@@ -153,3 +328,11 @@ def render_environment(profile):
     lines = ["export %s=%s" % (key, value) for key, value in sorted(profile.environment.items())]
     lines += ["unset %s" % key for key in profile.unset_environment]
     return "\n".join(lines) + "\n"
+
+
+def render_config(profile):
+    """What ``mmsctl config render`` prints: config.properties, then the environment as comments."""
+    environment = "".join("# " + line + "\n" for line in render_environment(profile).splitlines())
+    return (render_properties(profile)
+            + "\n# environment of the server process (set it in the shell that starts MMS by hand)\n"
+            + environment)

@@ -1,26 +1,63 @@
-"""MXNet engine: a symbol + params checkpoint run through Gluon's SymbolBlock."""
+"""MXNet engine: a symbol + params checkpoint run through Gluon's SymbolBlock.
+
+The device comes from ``devices.select_device`` (EI, GPU from ``gpu_id``, CPU),
+with the profile's requirement read from the worker's environment
+(``MMSCTL_REQUIRE_DEVICE``, ``EI_VISIBLE_DEVICES``).
+"""
 import logging
+import os
 import warnings
 
-from .devices import mxnet_context, mxnet_ei_api, select_device
+from .devices import data_context, device_request, mxnet_context, mxnet_ei_api, optimize_for_eia, select_device
 from .engines import Engine
+from .errors import ModelLoadFailure
 
 logger = logging.getLogger(__name__)
 
+LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
+
+
+def record_load_failure(message, environ):
+    """Log why the model cannot load, and append it to ``$MMSCTL_LOAD_FAILURES`` when set.
+
+    MMS 1.1.11's forked worker exits through ``sys.exit(0)`` in a ``finally``,
+    which swallows this exception, and the frontend may stop reading a dying
+    worker's output before its last lines; ``mmsctl serve`` sets the variable to a
+    file in its logs folder and reports what is there.
+    """
+    logger.error("ModelLoadFailure: %s", message)
+    path = environ.get(LOAD_FAILURES_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("ModelLoadFailure: %s\n" % message)
+        except OSError as err:
+            logger.error("cannot append to %s=%s: %s", LOAD_FAILURES_ENV, path, err)
+
 
 class MXNetEngine(Engine):
-    """Loads ``engine.symbol``/``engine.params`` on the best MXNet context."""
+    """Loads ``engine.symbol``/``engine.params`` on the best MXNet context.
 
-    def __init__(self, signature, model_dir, system_properties, mx=None):
+    ``mx`` and ``environ`` are injectable (tests pass a stand-in for the EI build,
+    which cannot be installed any more); MMS uses ``mxnet`` and ``os.environ``.
+    """
+
+    def __init__(self, signature, model_dir, system_properties, mx=None, environ=None):
         super().__init__(signature, model_dir)
         if mx is None:
             import mxnet as mx
         self.mx = mx
-        ei_api = mxnet_ei_api(mx)
-        self.device = select_device(system_properties.get("gpu_id"), ei_available=ei_api is not None)
+        environ = os.environ if environ is None else environ
+        try:
+            required, visible = device_request(environ)
+            self.device = select_device(system_properties.get("gpu_id"), ei_available=mxnet_ei_api(mx),
+                                        required=required, ei_visible=visible)
+        except ModelLoadFailure as err:
+            record_load_failure(err.message, environ)
+            raise
         self.context = mxnet_context(mx, self.device)
         # With Elastic Inference the inputs stay on the CPU; MXNet ships them to the accelerator.
-        self.data_context = mx.cpu() if self.device.kind == "eia" else self.context
+        self.data_context = data_context(mx, self.device, self.context)
         self.device_description = "%s(%d)" % (self.device.kind, self.device.index)
         logger.info("MXNet %s on %s: %s", mx.__version__, self.device_description, self.device.reason)
         with warnings.catch_warnings():  # SymbolBlock warns that it cannot infer the input's dtype
@@ -29,9 +66,8 @@ class MXNetEngine(Engine):
                 self.path("symbol"), self.input_names, self.path("params"), ctx=self.context)
         self.output_names = signature["engine"].get("outputs") or [
             spec["name"] for spec in signature.get("outputs", [])] or ["output"]
-        if ei_api == "eimx":
-            import eimx  # noqa: F401  (registers the EIA backend, MXNet 1.7+ EI builds)
-            self.net.optimize_for(self._zeros(), backend="EIA")
+        if self.device.api == "eimx":
+            optimize_for_eia(self.net, self._zeros())
         else:
             self.net.hybridize(static_alloc=True, static_shape=True)
 

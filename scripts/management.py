@@ -5,7 +5,7 @@ model: a server that is down, a model that does not exist, a refused request.
 """
 import os
 import re
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -20,6 +20,31 @@ def default_management_url():
     return os.environ.get(MANAGEMENT_URL_ENV) or DEFAULT_MANAGEMENT_URL
 
 
+def url_under(url, prefix):
+    """True when ``url`` has the scheme, host and port of ``prefix`` and a path at or below its path.
+
+    A bare string prefix would let ``https://models.example.com.evil.io/x.mar`` or
+    ``https://models.example.com@evil.io/x.mar`` through an allowed
+    ``https://models.example.com``; comparing the parsed parts does not.
+
+    >>> url_under("https://models.example.com/r/x.mar", "https://models.example.com/r")
+    True
+    >>> url_under("https://models.example.com.evil.io/x.mar", "https://models.example.com")
+    False
+    """
+    try:
+        got, want = urlsplit(url), urlsplit(prefix)
+        same_origin = (got.scheme.lower(), got.hostname, got.port) == (want.scheme.lower(), want.hostname, want.port)
+    except ValueError:  # a malformed port
+        return False
+    if not same_origin or got.username or got.password or not want.hostname:
+        return False
+    if ".." in got.path.split("/"):
+        return False
+    base = want.path.rstrip("/") + "/"
+    return got.path == want.path or got.path.startswith(base)
+
+
 def check_model_url(url, allow=()):
     """Refuse remote archive URLs unless one of the ``allow`` prefixes matches.
 
@@ -28,7 +53,7 @@ def check_model_url(url, allow=()):
     """
     if not _REMOTE_URL.match(url):
         return url
-    if any(url.startswith(prefix) for prefix in allow):
+    if any(url_under(url, prefix) for prefix in allow):
         return url
     raise UsageError("refusing remote model URL %s: pass --allow-url PREFIX for sources you trust" % url)
 
@@ -41,7 +66,7 @@ class ManagementClient:
         self.timeout = timeout
         self.session = session or requests.Session()
 
-    def _call(self, method, path, what, params=None, timeout=None):
+    def _call(self, method, path, what, params=None, timeout=None, timeout_hint=""):
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
@@ -52,8 +77,8 @@ class ManagementClient:
             raise ManagementError("%s: management API at %s %s" % (
                 what, self.base_url, "closed the connection" if reset else "is not reachable (is the server running?)"))
         except requests.Timeout:
-            raise ManagementError("%s: management API at %s did not answer within %.0f s" % (
-                what, self.base_url, timeout or self.timeout))
+            raise ManagementError("%s: management API at %s did not answer within %.0f s%s" % (
+                what, self.base_url, timeout or self.timeout, timeout_hint))
         try:
             body = response.json()
         except ValueError:
@@ -74,7 +99,15 @@ class ManagementClient:
                 params[key] = value
         params["synchronous"] = "true" if synchronous else "false"
         what = "register %s" % (name or url)
-        return self._call("POST", "/models", what, params, timeout=max(self.timeout, 300))[1]
+        try:
+            return self._call("POST", "/models", what, params, timeout=max(self.timeout, 300))[1]
+        except ManagementError as err:
+            if err.status == 500 and "failed to start workers" in str(err).lower():
+                raise ManagementError("%s: the model's workers could not load it (corrupt or incompatible files, "
+                                      "or a handler error), so it was not registered; the reason is in the "
+                                      "server's logs/mms_log.log (search for 'failed to load')" % err,
+                                      status=err.status) from err
+            raise
 
     def scale(self, name, min_worker, max_worker=None, synchronous=True, timeout=None):
         """Scale workers; returns (status, body). MMS answers 210 for a partial success."""
@@ -82,7 +115,9 @@ class ManagementClient:
         if max_worker is not None:
             params["max_worker"] = int(max_worker)
         return self._call("PUT", "/models/" + quote(name, safe=""), "scale model %s" % name, params,
-                          timeout=timeout or max(self.timeout, 300))
+                          timeout=timeout or max(self.timeout, 300), timeout_hint=(
+                              " (MMS 1.1.11 never answers when a model scaled down to 0 workers is scaled up "
+                              "again: unregister it and register it anew)" if synchronous and min_worker > 0 else ""))
 
     def describe(self, name):
         return self._call("GET", "/models/" + quote(name, safe=""), "describe model %s" % name)[1]
@@ -104,7 +139,12 @@ class ManagementClient:
         return self._call("DELETE", "/models/" + quote(name, safe=""), "unregister model %s" % name)[1]
 
     def ready_workers(self, name):
-        """(READY workers, all workers) of a model."""
+        """(READY workers, all workers) of a model.
+
+        MMS's READY means a running worker thread; the model may still be loading
+        in it. Models registered with ``synchronous=true`` (as ``mmsctl serve``
+        does) have loaded in every worker when the registration returns.
+        """
         workers = self.describe(name).get("workers", [])
         return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
 

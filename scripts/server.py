@@ -3,8 +3,18 @@
 Each server gets its own state folder: ``config.properties``, ``tmp/`` (MMS's pid
 file, unpacked models and worker sockets live in TEMP, and MMS refuses to start a
 second server that shares one), ``logs/`` and ``server.json`` (pid and URLs, so
-``mmsctl stop`` finds it). The whole process tree is stopped by pid: the launcher,
-its Java frontend and the Python workers the frontend spawned.
+``mmsctl stop`` finds it).
+
+Models are registered through the management API with ``synchronous=true`` once
+the server answers, not passed as ``--models`` at startup: MMS then answers only
+when every worker has loaded the model, or refuses the model when a worker
+cannot load it. (The ``READY`` of ``GET /models/NAME`` only says that a worker
+thread runs: it is READY while the model is still loading, or failing to.)
+
+The server runs in its own session; it is stopped by pid and process group:
+the launcher, its Java frontend (orphaned when the launcher dies first) and the
+Python workers the frontend spawned, each identified by the state folder in its
+command line.
 """
 import json
 import os
@@ -13,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict
 
@@ -24,7 +35,14 @@ from .errors import ManagementError, ServerError
 from .management import ManagementClient
 
 STATE_FILE = "server.json"
+LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
+LOAD_FAILURES_FILE = "load_failures.log"
 LAUNCHER = "multi-model-server"
+
+#: What the server's Python offers for the device-bound profiles (run before MMS starts).
+MXNET_PROBE = ("import importlib.util, json, mxnet; print(json.dumps({'mxnet': mxnet.__version__, "
+               "'eia': hasattr(mxnet, 'eia'), 'eimx': importlib.util.find_spec('eimx') is not None, "
+               "'gpus': mxnet.context.num_gpus()}))")
 
 
 @dataclass
@@ -64,6 +82,12 @@ def launcher():
     return found
 
 
+def server_python():
+    """The Python MMS runs its workers with: the one next to the launcher (MMS passes its own)."""
+    candidate = os.path.join(os.path.dirname(launcher()), "python")
+    return candidate if os.path.exists(candidate) else sys.executable
+
+
 def java_available(env=None):
     env = env or os.environ
     if env.get("JAVA_HOME") and os.path.exists(os.path.join(env["JAVA_HOME"], "bin", "java")):
@@ -80,38 +104,98 @@ def server_environment(profile, state_dir, base=None):
     env.update(profile.environment)
     tmp = os.path.join(state_dir, "tmp")
     logs = os.path.join(state_dir, "logs")
-    env.update({"TEMP": tmp, "TMPDIR": tmp, "LOG_LOCATION": logs, "METRICS_LOCATION": logs})
+    env.update({"TEMP": tmp, "TMPDIR": tmp, "LOG_LOCATION": logs, "METRICS_LOCATION": logs,
+                # where the handlers append why a model cannot load (MMS may lose a dying worker's output)
+                LOAD_FAILURES_ENV: os.path.join(logs, LOAD_FAILURES_FILE)})
     bindir = os.path.dirname(sys.executable)
     if bindir not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
 
 
-def model_arguments(models):
-    """``{"name": "/path/x.mar"}`` -> MMS's ``--models name=x.mar`` list."""
-    return ["%s=%s" % (name, os.path.basename(path) if os.path.dirname(path) else path)
-            for name, path in models.items()]
+def device_problem(profile_name, facts, python):
+    """Why the server's Python cannot serve ``profile_name`` (None when it can).
+
+    ``facts`` is what ``MXNET_PROBE`` printed: {"mxnet", "eia", "eimx", "gpus"}.
+    """
+    if profile_name == "ei" and not (facts.get("eia") or facts.get("eimx")):
+        return ("profile ei needs the Elastic Inference build of MXNet, but the server's Python %s has mxnet %s "
+                "with neither mx.eia() (EI builds up to 1.5.1) nor the eimx package (EI builds from 1.7); install "
+                "the EI build (AWS closed Elastic Inference to new customers in 2023) or serve with --profile "
+                "cpu-latency or cpu-throughput" % (python, facts.get("mxnet", "?")))
+    if profile_name == "gpu" and int(facts.get("gpus") or 0) < 1:
+        return ("profile gpu needs an MXNet build that sees a GPU, but mxnet %s in %s sees none (a CPU-only "
+                "wheel, or no NVIDIA driver); install a CUDA build (e.g. mxnet-cu112) or serve with a cpu profile"
+                % (facts.get("mxnet", "?"), python))
+    return None
 
 
-def prepare(profile, state_dir, models):
+def probe_mxnet(python, env, timeout=120):
+    """Run ``MXNET_PROBE`` in the server's Python with the server's environment."""
+    try:
+        result = subprocess.run([python, "-c", MXNET_PROBE], env=env, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ServerError("cannot run the server's Python %s to check its MXNet: %s" % (python, err))
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ServerError("cannot import mxnet in the server's Python %s: %s" % (python, last))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def preflight(profile, env):
+    """Refuse at once what cannot work: no Java, or a device profile without its MXNet build."""
+    if not java_available(env):
+        raise ServerError("java is not installed: MMS's frontend needs Java 11+ "
+                          "(apt-get install openjdk-17-jre-headless)")
+    if profile.name in ("ei", "gpu"):
+        python = server_python()
+        problem = device_problem(profile.name, probe_mxnet(python, env), python)
+        if problem:
+            raise ServerError(problem)
+
+
+def model_url(path, model_store):
+    """The ``url`` to register an archive of the model store with (its name there)."""
+    full = os.path.abspath(path if os.path.isabs(path) else os.path.join(model_store, path))
+    return os.path.relpath(full, os.path.abspath(model_store))
+
+
+def check_models(profile, models):
+    if not os.path.isdir(profile.model_store):
+        raise ServerError("model store %s is not a folder" % profile.model_store)
+    for name, path in models.items():
+        full = path if os.path.isabs(path) else os.path.join(profile.model_store, path)
+        if not os.path.isfile(full):
+            raise ServerError("model %s: archive %s is not in the model store %s" % (name, path, profile.model_store))
+        if model_url(path, profile.model_store).startswith(".."):
+            raise ServerError("model %s: archive %s is outside the model store %s: copy it there"
+                              % (name, path, profile.model_store))
+
+
+def prepare(profile, state_dir):
     """Write the state folder; return (command, environment)."""
     for sub in ("tmp", "logs"):
         os.makedirs(os.path.join(state_dir, sub), exist_ok=True)
     if os.path.exists(os.path.join(state_dir, STATE_FILE)):
         try:
             old = ServerState.load(state_dir)
-            if psutil.pid_exists(old.pid):
-                raise ServerError("a server started from %s is still running (pid %d): `mmsctl stop --state-dir %s`"
-                                  % (state_dir, old.pid, state_dir))
         except (TypeError, ValueError):
-            pass
+            old = None
+        if old is not None and server_processes(old):
+            raise ServerError("a server started from %s is still running (pid %d): `mmsctl stop --state-dir %s`"
+                              % (state_dir, old.pid, state_dir))
+    # MMS's launcher refuses to start while its pid file names a live pid; a killed
+    # server leaves one behind (and its pid may live on as an unreaped zombie)
+    for stale in (os.path.join(state_dir, "tmp", ".model_server.pid"),
+                  os.path.join(state_dir, "logs", LOAD_FAILURES_FILE)):  # and the last run's reasons
+        if os.path.exists(stale):
+            os.remove(stale)
     config_path = os.path.join(state_dir, "config.properties")
     with open(config_path, "w", encoding="utf-8") as handle:
         handle.write(profiles.render_properties(profile))
     command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
                "--model-store", profile.model_store]
-    if models:
-        command += ["--models"] + model_arguments(models)
     return command, server_environment(profile, state_dir)
 
 
@@ -119,56 +203,122 @@ def _inference_url(profile):
     return profile.inference_address.replace("0.0.0.0", "127.0.0.1")
 
 
-def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None):
-    """Start the server in the background and wait until every model has READY workers."""
+def _launch(profile, state_dir, models, **popen):
+    """Check, write the state folder, start the launcher in its own session; return (process, state)."""
     models = dict(models or {})
-    if not os.path.isdir(profile.model_store):
-        raise ServerError("model store %s is not a folder" % profile.model_store)
-    for name, path in models.items():
-        full = path if os.path.isabs(path) else os.path.join(profile.model_store, path)
-        if not os.path.isfile(full):
-            raise ServerError("model %s: archive %s is not in the model store %s" % (name, path, profile.model_store))
-    state_dir = os.path.abspath(state_dir)
+    check_models(profile, models)
     os.makedirs(state_dir, exist_ok=True)
-    command, env = prepare(profile, state_dir, models)
-    if not java_available(env):
-        raise ServerError("java is not installed: MMS's frontend needs Java 11+ (apt-get install openjdk-17-jre-headless)")
-    log = stdout or open(os.path.join(state_dir, "logs", "server.out"), "ab")
-    try:
-        process = subprocess.Popen(command, env=env, cwd=state_dir, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        if stdout is None:
-            log.close()
+    command, env = prepare(profile, state_dir)
+    preflight(profile, env)
+    process = subprocess.Popen(command, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, start_new_session=True,
+                               **popen)
     state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
                         management_url=profile.management_address, profile=profile.name, models=models)
     state.save()
+    return process, state
+
+
+def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None):
+    """Start the server in the background; return once every model's workers have loaded it."""
+    state_dir = os.path.abspath(state_dir)
+    os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
+    log = stdout or open(os.path.join(state_dir, "logs", "server.out"), "ab")
     try:
-        wait_ready(state, list(models), ready_timeout, process=process, workers=profile.workers)
+        process, state = _launch(profile, state_dir, models, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        if stdout is None:
+            log.close()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        wait_api(state, ready_timeout, process=process)
+        failures = load_models(state, profile, max(1.0, deadline - time.monotonic()))
     except BaseException:
         stop(state)
         raise
+    if failures:
+        stop(state)  # first: the frontend's asynchronous log is complete once it has stopped
+        raise ServerError(load_failure_message(state, failures))
     return state
 
 
-def _log_tail(state_dir, lines=15):
-    """The lines of the server's logs that explain a failure (errors first)."""
-    picked = []
-    for name in ("mms_log.log", "server.out"):
+def _log_tail(state_dir, lines=8):
+    """The lines of the server's logs that explain a failure (a handler's load failure first)."""
+    for name, keys in ((LOAD_FAILURES_FILE, ("ModelLoadFailure",)),
+                       ("mms_log.log", ("ModelLoadFailure",)),
+                       ("model_log.log", ("ModelLoadFailure",)),
+                       ("server.out", ("Error", "Exception")),
+                       ("mms_log.log", ("Error", "Exception"))):
         path = os.path.join(state_dir, "logs", name)
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read().splitlines()
         except OSError:
             continue
-        picked += [l for l in text if "ModelLoadFailure" in l or "Error" in l or "Exception" in l][-lines:]
+        picked = []
+        for line in text:
+            if any(key in line for key in keys) and not line.lstrip().startswith("at "):
+                short = line.split(" - ", 1)[-1].strip()
+                if short not in picked:
+                    picked.append(short)
         if picked:
-            break
-    return "\n".join(picked[-lines:])
+            return "\n".join(picked[-lines:])
+    return ""
+
+
+def wait_api(state, timeout, process=None):
+    """Poll until the management API answers (or the server process exits)."""
+    client = ManagementClient(state.management_url, timeout=5)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise ServerError("the server exited with status %d while starting; see %s/logs\n%s"
+                              % (process.returncode, state.state_dir, _log_tail(state.state_dir)))
+        try:
+            client.list(limit=1)
+            return state
+        except ManagementError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerError("the management API at %s did not answer within %.0f s; see %s/logs\n%s"
+                              % (state.management_url, timeout, state.state_dir, _log_tail(state.state_dir)))
+        time.sleep(0.25)
+
+
+def load_models(state, profile, timeout):
+    """Register every model (``synchronous=true``, ``profile.workers`` workers each), in parallel;
+    return the failures, one line per model (none when all loaded).
+
+    MMS answers 200 once each worker has loaded the model, and refuses (and drops)
+    a model a worker cannot load; the reason is then in the server's logs.
+    """
+    def register(item):
+        name, path = item
+        client = ManagementClient(state.management_url, timeout=timeout)
+        try:
+            client.register(model_url(path, profile.model_store), name=name, workers=profile.workers,
+                            synchronous=True)
+            return None
+        except ManagementError as err:
+            return "model %s: %s" % (name, err)
+
+    if not state.models:
+        return []
+    with ThreadPoolExecutor(max_workers=len(state.models)) as pool:
+        return [f for f in pool.map(register, state.models.items()) if f]
+
+
+def load_failure_message(state, failures):
+    """The failures of ``load_models`` and the reasons the (stopped) server logged."""
+    return "%s\nfrom the server's logs (%s/logs):\n%s" % (
+        "\n".join(failures), state.state_dir, _log_tail(state.state_dir) or "(nothing more)")
 
 
 def wait_ready(state, models, timeout, process=None, workers=1):
-    """Poll the management API until each model has ``workers`` READY workers."""
+    """Poll the management API until each model (loaded at startup) shows ``workers`` READY workers.
+
+    For servers started by hand with ``--models``; READY means a running worker
+    thread, which MMS reports while the model is still loading.
+    """
     client = ManagementClient(state.management_url, timeout=5)
     deadline = time.monotonic() + timeout
     pending = list(models)
@@ -188,6 +338,36 @@ def wait_ready(state, models, timeout, process=None, workers=1):
         time.sleep(0.25)
 
 
+def server_processes(state):
+    """Every live process of a server: the launcher's tree, plus the members of its process
+    group (its session) that name the state folder in their command line (the Java
+    frontend and workers outlive a launcher killed first)."""
+    found = {}
+    try:
+        root = psutil.Process(state.pid)
+        for proc in [root] + root.children(recursive=True):
+            found[proc.pid] = proc
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid in found or os.getpgid(proc.pid) != state.pid:
+                continue
+            if any(state.state_dir in arg for arg in proc.info["cmdline"] or ()):
+                found[proc.pid] = proc
+        except (psutil.Error, OSError):
+            continue
+    return [proc for proc in found.values() if _alive(proc)]
+
+
+def _alive(proc):
+    """Running, not a zombie (an orphan's zombie waits for an init that may never reap it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def process_tree(pid):
     try:
         root = psutil.Process(pid)
@@ -199,21 +379,51 @@ def process_tree(pid):
         return [root]
 
 
+def _signal_all(procs, sig):
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _is_worker(proc):
+    try:
+        return any("model_service_worker" in arg for arg in proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _wait(procs, timeout):
+    """psutil.wait_procs, but a process that turned into a zombie counts as gone."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        _, alive = psutil.wait_procs(alive, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        alive = [proc for proc in alive if _alive(proc)]
+        if time.monotonic() >= deadline:
+            break
+    return [proc for proc in procs if proc not in alive], alive
+
+
 def stop(state, timeout=10.0):
-    """Stop the launcher, the Java frontend and every worker, by pid."""
-    tree = process_tree(state.pid)
-    for proc in tree:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    """Stop the launcher, the Java frontend and every worker (SIGTERM, then SIGKILL after ``timeout``)."""
+    procs = server_processes(state)
+    workers = [proc for proc in procs if _is_worker(proc)]
+    # MMS's forked workers answer SIGTERM by deleting their socket files and going
+    # on (a worker loading a model runs seconds more): they hold no state, kill them.
+    _signal_all(workers, signal.SIGKILL)
+    _signal_all([proc for proc in procs if proc not in workers], signal.SIGTERM)
+    _, alive = _wait(procs, timeout)
+    seen = {proc.pid for proc in procs}
+    deadline = time.monotonic() + 10
+    while True:  # the rest, and workers forked while we were stopping the others
+        late = {proc.pid: proc for proc in alive + server_processes(state)}
+        if not late or time.monotonic() > deadline:
+            break
+        seen.update(late)
+        _signal_all(late.values(), signal.SIGKILL)
+        _, alive = _wait(list(late.values()), 1.0)
     try:  # reap the launcher if it is our child
         os.waitpid(state.pid, os.WNOHANG)
     except ChildProcessError:
@@ -221,36 +431,65 @@ def stop(state, timeout=10.0):
     path = os.path.join(state.state_dir, STATE_FILE)
     if os.path.exists(path):
         os.remove(path)
-    return len(tree)
+    return len(seen)
 
 
-def serve_foreground(profile, state_dir, models=None):
-    """Run the server in front (a container's main process); SIGTERM/SIGINT stop the whole tree."""
-    models = dict(models or {})
+def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0):
+    """Run the server in front (a container's main process).
+
+    Registers the models, calls ``on_ready(state)``, then waits for the server.
+    SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
+    every process is gone when this returns: 0 when stopped by a signal, else the
+    server's exit status. A model that cannot load stops the server and raises.
+    """
     state_dir = os.path.abspath(state_dir)
-    os.makedirs(state_dir, exist_ok=True)
-    command, env = prepare(profile, state_dir, models)
-    if not java_available(env):
-        raise ServerError("java is not installed: MMS's frontend needs Java 11+")
-    process = subprocess.Popen(command, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, start_new_session=True)
-    state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
-                        management_url=profile.management_address, profile=profile.name, models=models)
-    state.save()
-    stopping = []
+    signals, launched = [], []
 
     def forward(signum, _frame):
-        stopping.append(signum)
-        stop(state, timeout=5)
+        signals.append(signum)
+        if launched:
+            _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        process, state = _launch(profile, state_dir, models)
+    except BaseException:
+        _restore(previous)
+        raise
+    launched.append(process)
+    if signals:  # a signal came while the server was being launched
+        _signal_group(process, signal.SIGTERM)
+    try:
+        try:
+            deadline = time.monotonic() + ready_timeout
+            wait_api(state, ready_timeout, process=process)
+            failures = load_models(state, profile, max(1.0, deadline - time.monotonic()))
+            if failures and not signals:
+                stop(state, timeout=stop_timeout)
+                raise ServerError(load_failure_message(state, failures))
+            if on_ready is not None and not signals:
+                on_ready(state)
+        except ServerError:
+            if not signals:
+                raise
         code = process.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if not stopping:
-            stop(state, timeout=5)
-    return 0 if stopping else code
+        stop(state, timeout=stop_timeout)
+        _restore(previous)
+    return 0 if signals else code
+
+
+def _signal_group(process, sig):
+    """Signal the session of our launcher (unreaped, it keeps the group id from being reused)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _restore(handlers):
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def with_ports(profile, inference_port, management_port, inference_host="127.0.0.1"):

@@ -5,6 +5,7 @@ Servers are real ``multi-model-server`` processes on free loopback ports below
 a pid file in TEMP and refuses a second server sharing it), always stopped in
 ``finally`` by process tree.
 """
+import dataclasses
 import importlib.util
 import os
 import random
@@ -125,9 +126,14 @@ class ServerFactory:
         self.base = base
         self.started = []
 
-    def start(self, model_store, models, profile="cpu-latency", vcpus=None, workers=None, timeout=180):
+    def start(self, model_store, models, profile="cpu-latency", vcpus=None, workers=None, timeout=180,
+              overrides=None, **profile_options):
+        """``profile_options`` go to build_profile (tls=...); ``overrides`` replace Profile fields after it."""
         prof = profiles.build_profile(profile, vcpus=vcpus, model_store=model_store,
-                                      inference_port=free_port(), management_port=free_port(), workers=workers)
+                                      inference_port=free_port(), management_port=free_port(), workers=workers,
+                                      **profile_options)
+        if overrides:
+            prof = dataclasses.replace(prof, **overrides)
         state_dir = os.path.join(self.base, "server%d" % len(self.started))
         state = server.start(prof, state_dir, models, ready_timeout=timeout)
         self.started.append(state)
