@@ -60,7 +60,7 @@ class BaseHandler:
                 from .engines import create_engine
                 factory = create_engine
             self.engine = factory(self.signature, model_dir, properties)
-            self.engine.warm_up()
+            self.warm_up()
             logger.info("model %s ready on %s in %.2f s", self.model_name, self.engine.device_description,
                         time.monotonic() - started)
         except ModelLoadFailure:
@@ -72,6 +72,10 @@ class BaseHandler:
 
     def setup(self, signature, model_dir):
         """Read task-specific files (labels...) before the engine loads."""
+
+    def warm_up(self):
+        """Pay for lazy set-up before the first request: by default one forward on zeros."""
+        self.engine.warm_up()
 
     def preprocess(self, part):
         """One request part -> one model input; raise HandlerError for bad input."""

@@ -5,11 +5,13 @@ one class, which is how MMS finds a class handler). Preprocessing comes from the
 archive's signature, so one handler serves raw 0-255 models (the classic MMS
 ResNet-152) and mean/std-normalised ones (Gluon model zoo, EfficientNet-Lite).
 """
+import io
 import os
 
 import numpy as np
+from PIL import Image
 
-from . import imaging, topk
+from . import codec, imaging, topk
 from .base import BaseHandler
 from .errors import ModelLoadFailure, UnsupportedMediaType
 
@@ -37,6 +39,17 @@ class ImageClassifier(BaseHandler):
         self.spec = signature["preprocess"]
         self.input_name = signature["inputs"][0]["name"]
         self.output_name = (signature["engine"].get("outputs") or [signature["outputs"][0]["name"]])[0]
+
+    def warm_up(self):
+        """Run the whole pipeline on a small in-memory JPEG, then PNG, so the first request
+        finds PIL's decoders imported and the engine's buffers allocated (measured: the first
+        decode took 11-12 ms against 4 ms steady, the first forward 10-20% more than steady)."""
+        for fmt in ("JPEG", "PNG"):
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 24), (120, 90, 60)).save(buffer, format=fmt)
+            item = self.preprocess(codec.Part("warm-up", "image/" + fmt.lower(), buffer.getvalue()))
+            for output in self.engine.forward([item]):
+                self.postprocess(output)
 
     def preprocess(self, part):
         value = part.value

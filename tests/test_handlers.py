@@ -160,8 +160,9 @@ RED = encode(Image.new("RGB", (8, 8), (255, 0, 0)), "PNG")
 BLUE = encode(Image.new("RGB", (8, 8), (0, 0, 255)), "PNG")
 
 
-def test_initialize_warms_up(handler):
-    assert handler.engine.calls == ["warm"]
+def test_initialize_warms_up_the_whole_pipeline(handler):
+    """A JPEG and a PNG go through preprocess -> forward -> postprocess before any request."""
+    assert handler.engine.calls == [1, 1]
 
 
 def test_single_body_answers_top_k(handler):
