@@ -440,24 +440,31 @@ def test_corrupt_model_fails_at_registration(srv, capsys):
     assert response.status_code == 200
 
 
-def test_unregistering_a_twin_deletes_the_files_of_the_other(servers, store):
-    """MMS 1.1.11 behaviour the operators must know (measured, not ours to fix here).
+def _model_dir(state, model):
+    workers = [p for p in server.process_tree(state.pid) if _model_of(p) == model]
+    argv = workers[0].cmdline()
+    return argv[argv.index("--model-path") + 1]
 
-    Two models registered from the same archive bytes share one unpacked folder
-    (named by the archive's SHA-1); unregistering one deletes it. The other keeps
-    answering from memory, but its next worker restart fails with FileNotFoundError
-    forever (retries back off to 34 s and more). Fails when a fixed MMS keeps the folder.
+
+def test_twin_archives_share_a_folder_but_serve_is_immune(servers, store):
+    """MMS 1.1.11 behaviour the operators must know (measured, not ours to fix).
+
+    Two models registered from the same .mar bytes share one unpacked folder (named
+    by the archive's SHA-1); unregistering one deletes it, and the other's next worker
+    restart fails with FileNotFoundError forever. `mmsctl serve` registers a folder it
+    extracted itself (.mmsctl-unpacked/), which MMS never deletes, so its models are
+    immune.
     """
     state = servers.start(store, {MODEL: "resnet18.mar"})
-    workers = [p for p in server.process_tree(state.pid) if _model_of(p) == MODEL]
-    argv = workers[0].cmdline()
-    model_dir = argv[argv.index("--model-path") + 1]
-    assert os.path.isdir(model_dir)
-    # READY comes before the handler has loaded (MMS 1.1.11): one answer proves it has.
+    served_dir = _model_dir(state, MODEL)
+    assert server.UNPACKED_DIR in served_dir and os.path.isdir(served_dir)
     assert requests.post(predict_url(state), data=JPEG, timeout=CLIENT_TIMEOUT).status_code == 200
     client = ManagementClient(state.management_url)
-    client.register("resnet18.mar", name="resnet18-twin", workers=0)
-    client.unregister("resnet18-twin")
-    assert not os.path.exists(model_dir), "MMS kept %s: the twin hazard is gone, update the docs" % model_dir
+    client.register("resnet18.mar", name="resnet18-twin-a", workers=1)
+    twin_dir = _model_dir(state, "resnet18-twin-a")
+    client.register("resnet18.mar", name="resnet18-twin-b", workers=0)
+    client.unregister("resnet18-twin-b")
+    assert not os.path.exists(twin_dir), "MMS kept %s: the twin hazard is gone, update the docs" % twin_dir
+    assert os.path.isdir(served_dir)
     assert requests.post(predict_url(state), data=JPEG, timeout=CLIENT_TIMEOUT).status_code == 200
     server.stop(state)
