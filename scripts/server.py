@@ -234,8 +234,10 @@ def prepare(profile, state_dir):
         if os.path.exists(stale):
             os.remove(stale)
     config_path = os.path.join(state_dir, "config.properties")
-    with open(config_path, "w", encoding="utf-8") as handle:
+    # 0600: with TLS the file holds the keystore password
+    with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
         handle.write(profiles.render_properties(profile))
+    os.chmod(config_path, 0o600)
     command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
                "--model-store", profile.model_store]
     return command, server_environment(profile, state_dir)
