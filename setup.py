@@ -41,7 +41,7 @@ setup(
     package_dir=PACKAGES,
     package_data={
         "mmsctl.config": ["*.properties", "*.json"],
-        "mmsctl.docker": ["Dockerfile*", "ecs/*"],
+        "mmsctl.docker": ["Dockerfile*", "ecs/*", "containers.conf"],
     },
     install_requires=INSTALL_REQUIRES,
     entry_points={"console_scripts": ["mmsctl = mmsctl.cli:main"]},
