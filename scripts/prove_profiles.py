@@ -97,31 +97,11 @@ def run_phase(url, model, body, concurrency, requests, seconds):
     return Phase(concurrency, [r for r in results if r is not None], sum(1 for r in results if r is None), elapsed)
 
 
-def build_resnet152(store):
-    """A Gluon model-zoo ResNet-152 v1 with random (seeded) weights, archived like ``mmsctl archive resnet``."""
-    import mxnet as mx
-
-    from mmsctl.archives import mxnet_checkpoint
-    with tempfile.TemporaryDirectory(prefix="prove-resnet152-") as tmp:
-        mx.random.seed(0)
-        net = mx.gluon.model_zoo.vision.resnet152_v1(pretrained=False)
-        net.initialize(mx.init.Xavier(magnitude=2.5))
-        net.hybridize()
-        net(mx.nd.zeros((1, 3, 224, 224))).wait_to_read()
-        prefix = os.path.join(tmp, "resnet152")
-        net.export(prefix, 0)
-        synset = os.path.join(tmp, "synset.txt")
-        with open(synset, "w", encoding="utf-8") as handle:
-            handle.writelines("n%08d random class %d\n" % (i, i) for i in range(1000))
-        return mxnet_checkpoint.build(mxnet_checkpoint.ResnetConfig(
-            name="resnet152", symbol=prefix + "-symbol.json", params=prefix + "-0000.params", synset=synset,
-            export_path=store, force=True))
-
-
 def build_archive(kind, store):
     from mmsctl.archives import mxnet_checkpoint
     if kind == "resnet152":
-        return build_resnet152(store)
+        from .sweep import build_random_resnet
+        return build_random_resnet(store, layers=152, name="resnet152", force=True)
     return mxnet_checkpoint.build_efficientnet_lite0(store, force=True)
 
 
