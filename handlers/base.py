@@ -32,6 +32,28 @@ def load_signature(model_dir):
         raise ModelLoadFailure("%s is not valid JSON: %s" % (path, err))
 
 
+LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
+
+
+def record_load_failure(message, environ=None):
+    """Log why the model cannot load, and append it to ``$MMSCTL_LOAD_FAILURES`` when set.
+
+    MMS 1.1.11's forked worker exits through ``sys.exit(0)`` in a ``finally``,
+    which swallows the exception, and the frontend may stop reading a dying
+    worker's output before its last lines; ``mmsctl serve`` sets the variable to a
+    file in its logs folder and reports what is there.
+    """
+    environ = os.environ if environ is None else environ
+    logger.error("ModelLoadFailure: %s", message)
+    path = environ.get(LOAD_FAILURES_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("ModelLoadFailure: %s\n" % message)
+        except OSError as err:
+            logger.error("cannot append to %s=%s: %s", LOAD_FAILURES_ENV, path, err)
+
+
 class BaseHandler:
     """Template of every mmsctl handler; subclasses define preprocess/postprocess.
 
@@ -63,12 +85,15 @@ class BaseHandler:
             self.warm_up()
             logger.info("model %s ready on %s in %.2f s", self.model_name, self.engine.device_description,
                         time.monotonic() - started)
-        except ModelLoadFailure:
+        except ModelLoadFailure as err:
+            record_load_failure(err.message)
             raise
         except Exception as err:  # everything else becomes a load failure MMS cannot swallow
             logger.exception("model %s failed to load", self.model_name)
-            raise ModelLoadFailure("model %s in %s failed to load: %s: %s"
-                                   % (self.model_name, model_dir, type(err).__name__, err)) from err
+            failure = ModelLoadFailure("model %s in %s failed to load: %s: %s"
+                                       % (self.model_name, model_dir, type(err).__name__, err))
+            record_load_failure(failure.message)
+            raise failure from err
 
     def setup(self, signature, model_dir):
         """Read task-specific files (labels...) before the engine loads."""

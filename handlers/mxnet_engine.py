@@ -10,30 +10,8 @@ import warnings
 
 from .devices import data_context, device_request, mxnet_context, mxnet_ei_api, optimize_for_eia, select_device
 from .engines import Engine
-from .errors import ModelLoadFailure
 
 logger = logging.getLogger(__name__)
-
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
-
-
-def record_load_failure(message, environ):
-    """Log why the model cannot load, and append it to ``$MMSCTL_LOAD_FAILURES`` when set.
-
-    MMS 1.1.11's forked worker exits through ``sys.exit(0)`` in a ``finally``,
-    which swallows this exception, and the frontend may stop reading a dying
-    worker's output before its last lines; ``mmsctl serve`` sets the variable to a
-    file in its logs folder and reports what is there.
-    """
-    logger.error("ModelLoadFailure: %s", message)
-    path = environ.get(LOAD_FAILURES_ENV)
-    if path:
-        try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write("ModelLoadFailure: %s\n" % message)
-        except OSError as err:
-            logger.error("cannot append to %s=%s: %s", LOAD_FAILURES_ENV, path, err)
-
 
 class MXNetEngine(Engine):
     """Loads ``engine.symbol``/``engine.params`` on the best MXNet context.
@@ -48,13 +26,9 @@ class MXNetEngine(Engine):
             import mxnet as mx
         self.mx = mx
         environ = os.environ if environ is None else environ
-        try:
-            required, visible = device_request(environ)
-            self.device = select_device(system_properties.get("gpu_id"), ei_available=mxnet_ei_api(mx),
-                                        required=required, ei_visible=visible)
-        except ModelLoadFailure as err:
-            record_load_failure(err.message, environ)
-            raise
+        required, visible = device_request(environ)
+        self.device = select_device(system_properties.get("gpu_id"), ei_available=mxnet_ei_api(mx),
+                                    required=required, ei_visible=visible)
         self.context = mxnet_context(mx, self.device)
         # With Elastic Inference the inputs stay on the CPU; MXNet ships them to the accelerator.
         self.data_context = data_context(mx, self.device, self.context)

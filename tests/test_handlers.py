@@ -233,3 +233,21 @@ def test_base_signature_errors(tmp_path):
     (tmp_path / "signature.json").write_text("{not json")
     with pytest.raises(errors.ModelLoadFailure, match="not valid JSON"):
         base.load_signature(str(tmp_path))
+
+
+def test_every_load_failure_is_recorded_for_serve(tmp_path, restore_environ):
+    """MMS may drop a dying worker's last log lines; `mmsctl serve` reads this file instead."""
+    write_signature(tmp_path)
+    record = tmp_path / "load_failures.log"
+    restore_environ[base.LOAD_FAILURES_ENV] = str(record)
+
+    def factory(*args):
+        raise OSError("params unreadable")
+    with pytest.raises(errors.ModelLoadFailure):
+        ImageClassifier(engine_factory=factory).initialize(FakeContext(str(tmp_path)))
+    (tmp_path / "signature.json").unlink()
+    with pytest.raises(errors.ModelLoadFailure):
+        ImageClassifier(engine_factory=factory).initialize(FakeContext(str(tmp_path)))
+    lines = record.read_text().splitlines()
+    assert len(lines) == 2
+    assert "OSError: params unreadable" in lines[0] and "signature.json is missing" in lines[1]
