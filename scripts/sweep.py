@@ -338,7 +338,10 @@ def run_cell(config, profile, batch, report, model, progress=None, message=None,
         rows = [r for r in report["rows"] if r["kind"] == "server" and r["config"] == profile.name
                 and r["batch_size"] == batch]
         load = config.load
-        segments = [("first", 1), ("warm-up", max(load.warmup, max(load.concurrency)) if load.warmup else 0)]
+        # server.start sends one empty-body request per worker once the model is loaded
+        # (server.warm_request_path); they come first in the logs
+        segments = [("warm-up", profile.workers if path == "serve" else 0), ("first", 1),
+                    ("warm-up", max(load.warmup, max(load.concurrency)) if load.warmup else 0)]
         segments += [("c=%d" % r["concurrency"], r["requests"]) for r in rows]
         access_text = wait_for_access_log(os.path.join(logs, "access_log.log"), sum(n for _, n in segments))
         log_text = _read_text(os.path.join(logs, "mms_log.log"))

@@ -161,8 +161,8 @@ BLUE = encode(Image.new("RGB", (8, 8), (0, 0, 255)), "PNG")
 
 
 def test_initialize_warms_up_the_whole_pipeline(handler):
-    """A JPEG and a PNG go through preprocess -> forward -> postprocess before any request."""
-    assert handler.engine.calls == [1, 1]
+    """A JPEG and a PNG are decoded, and one goes through forward -> postprocess, before any request."""
+    assert handler.engine.calls == [1]
 
 
 def test_single_body_answers_top_k(handler):
