@@ -80,6 +80,20 @@ def cmd_archive_inspect(args):
         print("  %12d  %-8s %s" % (entry["size"], "stored" if entry["stored"] else "deflated", entry["name"]))
 
 
+def _add_image_options(parser):
+    """Preprocessing and top-k options, shared by every image-classifier archive kind."""
+    from mmsctl.archives import builder
+    parser.add_argument("--preprocess", default="imagenet", choices=list(builder.PREPROCESS_PRESETS),
+                        help="pixel normalisation: imagenet mean/std (Gluon zoo), raw 0-255 (classic MMS "
+                             "resnet-152), efficientnet (x-127)/128 (default imagenet)")
+    parser.add_argument("--resize", type=int, help="shorter side before the centre crop (default H*256/224)")
+    parser.add_argument("--mean", type=_floats, help="per-channel mean on 0-255 pixels, e.g. 123.675,116.28,103.53")
+    parser.add_argument("--std", type=_floats, help="per-channel std on 0-255 pixels")
+    parser.add_argument("--channel-order", choices=["RGB", "BGR"])
+    parser.add_argument("--interpolation", default="bilinear", choices=list(builder.INTERPOLATIONS))
+    parser.add_argument("--topk", type=int, default=5, help="classes in each answer (default 5)")
+
+
 def add_archive_commands(sub):
     archive = sub.add_parser("archive", help="build and inspect .mar archives",
                              epilog=_example("mmsctl archive efficientnet-lite0 --export-path model_store"),
@@ -99,15 +113,7 @@ def add_archive_commands(sub):
     resnet.add_argument("--export-path", default=".", help="folder the NAME.mar is written to (default: .)")
     resnet.add_argument("--input-shape", default="1,3,224,224",
                         help="N,C,H,W; N is the batch the handler runs at once (default 1,3,224,224)")
-    resnet.add_argument("--preprocess", default="imagenet", choices=["imagenet", "raw", "efficientnet"],
-                        help="pixel normalisation: imagenet mean/std (Gluon zoo), raw 0-255 (classic MMS "
-                             "resnet-152), efficientnet (x-127)/128 (default imagenet)")
-    resnet.add_argument("--resize", type=int, help="shorter side before the centre crop (default H*256/224)")
-    resnet.add_argument("--mean", type=_floats, help="per-channel mean on 0-255 pixels, e.g. 123.675,116.28,103.53")
-    resnet.add_argument("--std", type=_floats, help="per-channel std on 0-255 pixels")
-    resnet.add_argument("--channel-order", choices=["RGB", "BGR"])
-    resnet.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest", "lanczos"])
-    resnet.add_argument("--topk", type=int, default=5, help="classes in each answer (default 5)")
+    _add_image_options(resnet)
     resnet.add_argument("--force", action="store_true", help="overwrite an existing archive")
     resnet.add_argument("--engine", default="mxnet", choices=["mxnet", "onnxruntime"],
                         help="mxnet archives the checkpoint (default); onnxruntime exports it to ONNX at build "
@@ -144,14 +150,7 @@ def add_archive_commands(sub):
     onnx.add_argument("--force", action="store_true", help="overwrite an existing archive")
     image = onnx.add_argument_group("image classifiers (with --synset)")
     image.add_argument("--input-shape", help="N,3,H,W where the model leaves H and W open (default: the model's)")
-    image.add_argument("--preprocess", default="imagenet", choices=["imagenet", "raw", "efficientnet"],
-                       help="pixel normalisation, as for `archive resnet` (default imagenet)")
-    image.add_argument("--resize", type=int, help="shorter side before the centre crop (default H*256/224)")
-    image.add_argument("--mean", type=_floats, help="per-channel mean on 0-255 pixels, e.g. 123.675,116.28,103.53")
-    image.add_argument("--std", type=_floats, help="per-channel std on 0-255 pixels")
-    image.add_argument("--channel-order", choices=["RGB", "BGR"])
-    image.add_argument("--interpolation", default="bilinear", choices=["bilinear", "bicubic", "nearest", "lanczos"])
-    image.add_argument("--topk", type=int, default=5, help="classes in each answer (default 5)")
+    _add_image_options(image)
     onnx.set_defaults(func=cmd_archive_onnx)
 
     inspect = kinds.add_parser("inspect", help="print an archive's manifest, entries and sizes",
