@@ -6,6 +6,8 @@ inputs first, then calls :func:`assemble` with the files it vouches for.
 import json
 import os
 import re
+from dataclasses import dataclass
+from typing import List, Optional
 
 from . import mar
 from .errors import InvalidInput, OutputExists
@@ -31,6 +33,22 @@ PREPROCESS_PRESETS = {
     # EfficientNet-Lite: (x - 127) / 128.
     "efficientnet": {"mean": [127.0, 127.0, 127.0], "std": [128.0, 128.0, 128.0], "channel_order": "RGB"},
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageOptions:
+    """Preprocessing and answer options shared by every image-classifier archive kind
+    (``archive resnet``, ``archive onnx --synset``, the default model)."""
+
+    preprocess: str = "imagenet"
+    resize: Optional[int] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+    channel_order: Optional[str] = None
+    interpolation: str = "bilinear"
+    topk: int = 5
+    force: bool = False
+    description: Optional[str] = None
 
 
 def check_name(name):

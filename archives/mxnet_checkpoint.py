@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 from . import builder
 from .errors import InvalidInput
@@ -18,7 +18,7 @@ ENGINES = ("mxnet", "onnxruntime")
 
 
 @dataclass(frozen=True)
-class ResnetConfig:
+class ResnetConfig(builder.ImageOptions):
     """Options of ``mmsctl archive resnet`` (any single-input image classifier checkpoint)."""
 
     name: str
@@ -27,15 +27,6 @@ class ResnetConfig:
     synset: str
     export_path: str = "."
     input_shape: List[int] = field(default_factory=lambda: [1, 3, 224, 224])
-    preprocess: str = "imagenet"
-    resize: Optional[int] = None
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
-    channel_order: Optional[str] = None
-    interpolation: str = "bilinear"
-    topk: int = 5
-    force: bool = False
-    description: Optional[str] = None
     #: "mxnet" archives the checkpoint; "onnxruntime" exports it to ONNX at build time.
     engine: str = "mxnet"
 

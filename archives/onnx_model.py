@@ -53,7 +53,7 @@ NUMPY_TYPES = {
 
 
 @dataclass(frozen=True)
-class OnnxConfig:
+class OnnxConfig(builder.ImageOptions):
     """Options of ``mmsctl archive onnx``; the image options apply only with a synset."""
 
     name: str
@@ -62,15 +62,6 @@ class OnnxConfig:
     engine: str = "onnxruntime"
     export_path: str = "."
     input_shape: Optional[List[int]] = None
-    preprocess: str = "imagenet"
-    resize: Optional[int] = None
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
-    channel_order: Optional[str] = None
-    interpolation: str = "bilinear"
-    topk: int = 5
-    force: bool = False
-    description: Optional[str] = None
 
 
 def _onnx():
