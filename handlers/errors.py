@@ -49,3 +49,13 @@ class ModelLoadFailure(BaseException):
     def __init__(self, message):
         super().__init__(message)
         self.message = message
+
+
+def first_line(err):
+    r"""The first line of an exception's message, for one-line errors (MXNet's carry a C++ trace below).
+
+    >>> first_line(ValueError("bad shape\nStack trace: ...")), first_line(KeyError())
+    ('bad shape', 'KeyError')
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

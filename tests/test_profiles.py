@@ -325,7 +325,7 @@ def eimx_stand_in(tmp_path, monkeypatch):
 
 def test_engine_on_cpu_without_ei(tiny_model):
     engine, scores = run_engine(tiny_model, environ={})
-    assert (engine.device.kind, engine.device.api) == ("cpu", None)
+    assert (engine.device.kind, engine.device.api, engine.preparation) == ("cpu", None, "mkldnn")  # fused
     assert str(engine.context) == str(engine.data_context) == "cpu(0)" and scores.shape == (4,)
 
 
@@ -336,6 +336,7 @@ def test_engine_ei_up_to_151_binds_to_mx_eia_and_keeps_inputs_on_cpu(tiny_model)
     engine, scores = run_engine(tiny_model, mx=stand_in, environ={"MMSCTL_REQUIRE_DEVICE": "eia",
                                                                   "EI_VISIBLE_DEVICES": "2"})
     assert (engine.device.kind, engine.device.index, engine.device.api) == ("eia", 0, "eia")
+    assert engine.preparation == "hybridize"  # bound to mx.eia(0), not fused for the CPU
     assert stand_in.eia_calls == [0]  # accelerator 2 is the one visible: ordinal 0 inside the process
     assert "accelerator 2 of EI_VISIBLE_DEVICES" in engine.device.reason
     assert str(engine.data_context) == "cpu(0)"
@@ -346,7 +347,7 @@ def test_engine_ei_from_17_imports_eimx_and_optimizes_for_eia(tiny_model, eimx_s
     _, expected = run_engine(tiny_model, environ={"MMSCTL_REQUIRE_DEVICE": "cpu"})
     assert "eimx" not in sys.modules
     engine, scores = run_engine(tiny_model, environ={})  # nothing required: the EI build is preferred
-    assert (engine.device.kind, engine.device.api) == ("eia", "eimx")
+    assert (engine.device.kind, engine.device.api, engine.preparation) == ("eia", "eimx", "eia")
     calls = sys.modules["eimx"].CALLS  # stand-in: the EI build is not installable (AWS closed EI in 2023)
     assert calls == [{"shapes": [(1, 6)], "contexts": ["cpu(0)"], "kwargs": {}}]
     assert str(engine.context) == str(engine.data_context) == "cpu(0)"

@@ -1,0 +1,174 @@
+"""Engines: MXNet fused on the CPU.
+
+* the MXNet engine fuses on the CPU (MKLDNN subgraph backend) and answers as the
+  unfused graph does (max|a-b| <= 1e-4 max|b|) on ResNet-18, EfficientNet-Lite0 and a
+  two-input two-output model, whatever the batch size of each call; GPU keeps
+  ``hybridize`` (a stand-in ``mx.gpu``), EI its own paths (tests/test_profiles.py).
+"""
+import doctest
+import json
+import os
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mxnet")
+
+from mmsctl.archives import efficientnet_lite  # noqa: E402
+from mmsctl.handlers import errors, mxnet_engine  # noqa: E402
+from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
+
+RELATIVE = 1e-4
+UNFUSED = {"MXNET_SUBGRAPH_BACKEND": "NONE"}
+
+
+@pytest.mark.parametrize("module", [errors, mxnet_engine])
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# -- fused MXNet on the CPU ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def efficientnet_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("efficientnet")
+    files = efficientnet_lite.export_checkpoint(str(folder), prefix="effnet", softmax=True)
+    return {"symbol": files["symbol_file"], "params": files["params_file"], "dir": str(folder)}
+
+
+class TwoInTwoOut(mx.gluon.HybridBlock):
+    """conv + batch norm + relu on an image, a dense layer on a side vector: two inputs, two outputs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=3)
+            self.bn = mx.gluon.nn.BatchNorm(in_channels=8)
+            self.pool = mx.gluon.nn.GlobalAvgPool2D()
+            self.head = mx.gluon.nn.Dense(5, in_units=12)
+            self.side = mx.gluon.nn.Dense(3, in_units=4)
+
+    def hybrid_forward(self, F, image, extra):
+        features = F.flatten(self.pool(F.relu(self.bn(self.conv(image)))))
+        return self.head(F.concat(features, extra, dim=1)), F.relu(self.side(extra))
+
+
+@pytest.fixture(scope="module")
+def two_in_two_out(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two-in-two-out")
+    mx.random.seed(5)
+    net = TwoInTwoOut(prefix="twoio_")
+    net.initialize(mx.init.Xavier())
+    for name, param in net.collect_params().items():  # running statistics that are not 0/1
+        if name.endswith(("running_mean", "running_var")):
+            param.set_data(mx.nd.random.uniform(0.5, 1.5, param.shape))
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 16, 16)), mx.nd.zeros((1, 4)))
+    net.export(str(folder / "twoio"), 0)
+    return {"symbol": str(folder / "twoio-symbol.json"), "params": str(folder / "twoio-0000.params"),
+            "dir": str(folder)}
+
+
+def mxnet_signature(checkpoint, inputs, outputs):
+    folder = checkpoint["dir"]
+    return {"engine": {"name": "mxnet", "symbol": os.path.relpath(checkpoint["symbol"], folder),
+                       "params": os.path.relpath(checkpoint["params"], folder), "outputs": outputs},
+            "inputs": [{"name": name, "shape": shape, "datatype": "FP32"} for name, shape in inputs],
+            "outputs": [{"name": name} for name in outputs]}
+
+
+def fused_and_unfused(checkpoint, inputs, outputs, mx_module=mx, gpu_id=None):
+    signature = mxnet_signature(checkpoint, inputs, outputs)
+    fused = mxnet_engine.MXNetEngine(signature, checkpoint["dir"], {"gpu_id": gpu_id}, mx=mx_module, environ={})
+    unfused = mxnet_engine.MXNetEngine(signature, checkpoint["dir"], {"gpu_id": gpu_id}, mx=mx_module,
+                                       environ=UNFUSED)
+    return fused, unfused
+
+
+def fused_ops(engine):
+    """Names of the MKLDNN subgraph operators in the engine's partitioned graph (Gluon's cached graph)."""
+    graph = json.loads(engine.net._cached_graph[1].tojson())
+    return sorted({node["op"] for node in graph["nodes"] if node["op"].startswith("_sg_mkldnn")})
+
+
+def random_items(inputs, count, seed):
+    rng = np.random.default_rng(seed)
+    return [{name: rng.standard_normal(shape[1:]).astype(np.float32) for name, shape in inputs}
+            for _ in range(count)]
+
+
+def assert_same_answers(fused, unfused, inputs, batches):
+    """Per call (one batch size each), every output within 1e-4 of the unfused graph's largest value."""
+    for seed, count in enumerate(batches):
+        items = random_items(inputs, count, seed)
+        got, want = fused.forward(items), unfused.forward(items)
+        assert len(got) == len(want) == count
+        for row_got, row_want in zip(got, want):
+            assert set(row_got) == set(row_want)
+            for name in row_want:
+                scale = np.abs(row_want[name]).max()
+                assert np.abs(row_got[name] - row_want[name]).max() <= RELATIVE * scale, (name, count)
+
+
+IMAGE = [("data", ["N", 3, 224, 224])]
+
+
+@pytest.mark.parametrize("model", ["resnet18", "efficientnet-lite0"])
+def test_fused_answers_equal_unfused_whatever_the_batch_size(model, resnet_checkpoint, efficientnet_checkpoint):
+    checkpoint = resnet_checkpoint if model == "resnet18" else efficientnet_checkpoint
+    output = "resnetv10_dense0_fwd_output" if model == "resnet18" else "efficientnet_lite0_softmax0_output"
+    fused, unfused = fused_and_unfused(checkpoint, IMAGE, [output])
+    assert (fused.preparation, unfused.preparation) == ("mkldnn", "hybridize")
+    assert "_sg_mkldnn_conv" in fused_ops(fused)  # convolution + batch norm (+ activation) became one kernel
+    # MMS server-side batches: 1..batch_size items per call, in any order of sizes
+    assert_same_answers(fused, unfused, IMAGE, [1, 3, 1, 2, 4])
+
+
+def test_fused_answers_equal_unfused_with_a_fixed_batch(resnet_checkpoint):
+    """A signature fixing the batch (2) runs 3 items as 2 + 1 padded, fused as unfused."""
+    inputs = [("data", [2, 3, 224, 224])]
+    fused, unfused = fused_and_unfused(resnet_checkpoint, inputs, ["resnetv10_dense0_fwd_output"])
+    assert fused.fixed_batch == 2
+    assert_same_answers(fused, unfused, inputs, [3, 1, 2])
+
+
+def test_fused_two_inputs_two_outputs(two_in_two_out):
+    inputs = [("data0", ["N", 3, 16, 16]), ("data1", ["N", 4])]
+    outputs = ["twoio_dense0_fwd_output", "twoio_relu1_output"]
+    fused, unfused = fused_and_unfused(two_in_two_out, inputs, outputs)
+    assert fused.preparation == "mkldnn" and fused_ops(fused)
+    assert_same_answers(fused, unfused, inputs, [1, 2, 3, 1])
+
+
+class GPUStandIn:
+    """The real ``mxnet`` module whose ``gpu(i)`` records the ordinal and gives the CPU (no GPU here)."""
+
+    def __init__(self, module):
+        self._mx = module
+        self.gpu_calls = []
+
+    def __getattr__(self, name):
+        return getattr(self._mx, name)
+
+    def gpu(self, index=0):
+        self.gpu_calls.append(index)
+        return self._mx.cpu()
+
+
+def test_gpu_keeps_hybridize(resnet_checkpoint):
+    stand_in = GPUStandIn(mx)  # stand-in: this machine has no GPU
+    on_gpu, unfused = fused_and_unfused(resnet_checkpoint, IMAGE, ["resnetv10_dense0_fwd_output"],
+                                        mx_module=stand_in, gpu_id="1")
+    assert (on_gpu.device.kind, on_gpu.device.index, on_gpu.preparation) == ("gpu", 1, "hybridize")
+    assert stand_in.gpu_calls[:1] == [1]
+    assert_same_answers(on_gpu, unfused, IMAGE, [1, 2])
+
+
+def test_fusion_failure_is_a_one_line_load_failure(resnet_checkpoint, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise mx.base.MXNetError("partitioning went wrong\nStack trace:\n  [bt] (0) libmxnet.so")
+    monkeypatch.setattr(mx.gluon.HybridBlock, "optimize_for", broken)
+    with pytest.raises(ModelLoadFailure) as caught:
+        fused_and_unfused(resnet_checkpoint, IMAGE, ["resnetv10_dense0_fwd_output"])
+    assert caught.value.message == ("MXNet's MKLDNN fusion failed on this model: partitioning went wrong; set "
+                                    "MXNET_SUBGRAPH_BACKEND=NONE in the server's environment to serve it unfused")
