@@ -15,6 +15,9 @@ from .errors import BadRequest, PayloadTooLarge
 # Refuse anything above this many pixels before decoding it.
 MAX_PIXELS = 64 * 1024 * 1024
 
+#: Formats PIL can decode at a reduced DCT scale (``Image.draft``); MPO is a camera's multi-picture JPEG.
+DRAFT_FORMATS = ("JPEG", "MPO")
+
 #: spec "interpolation" -> PIL filter
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -39,12 +42,17 @@ def declared_size(payload):
     return None
 
 
-def decode_image(payload, max_pixels=MAX_PIXELS):
+def decode_image(payload, max_pixels=MAX_PIXELS, min_size=None):
     """Decode JPEG/PNG/GIF/BMP/... bytes into an RGB PIL image.
 
     Any colour mode is accepted (greyscale, palette, RGBA, CMYK); the first frame
     of an animation is used. Raises BadRequest for what is not an image and
-    PayloadTooLarge for images declaring more than ``max_pixels`` pixels.
+    PayloadTooLarge for images declaring more than ``max_pixels`` pixels (checked
+    on the declared size, before anything is decoded).
+
+    ``min_size`` (width, height): a JPEG is then decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8) that keeps both sides at least that large, which skips most of
+    the decoding work for photos much larger than the model's input.
     """
     if isinstance(payload, (bytearray, memoryview)):
         payload = bytes(payload)
@@ -71,11 +79,32 @@ def decode_image(payload, max_pixels=MAX_PIXELS):
         raise PayloadTooLarge(
             "image declares %dx%d = %d pixels, more than the %d this model accepts"
             % (width, height, width * height, max_pixels))
+    if min_size is not None and image.format in DRAFT_FORMATS:
+        image.draft("RGB", tuple(int(side) for side in min_size))
     try:
         image.load()
         return image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadRequest("image could not be decoded (truncated or corrupt %s): %s" % (image.format, err))
+
+
+def draft_size(spec):
+    """The smallest (width, height) an image may be decoded at for ``spec`` to give the same crop.
+
+    With a ``resize`` (shorter side, then a centre crop) both sides must stay at least
+    the size the shorter side is resized to; with a straight resize, at least width x height.
+
+    >>> draft_size({"height": 224, "width": 224, "resize": 256})
+    (256, 256)
+    >>> draft_size({"height": 224, "width": 320, "resize": 0})
+    (320, 224)
+    """
+    height, width = int(spec["height"]), int(spec["width"])
+    resize = int(spec.get("resize", 0))
+    if resize:
+        side = max(resize, height, width)
+        return side, side
+    return width, height
 
 
 def resize_shorter(image, size, resample=Image.Resampling.BILINEAR):
@@ -133,5 +162,6 @@ def to_array(image, spec):
 
 
 def preprocess(payload, spec, max_pixels=MAX_PIXELS):
-    """Bytes to a (3, H, W) float32 array: decode, resize, crop, normalise."""
-    return to_array(decode_image(payload, max_pixels=max_pixels), spec)
+    """Bytes to a (3, H, W) float32 array: decode (a JPEG at reduced scale when it is
+    large enough, see :func:`draft_size`), resize, crop, normalise."""
+    return to_array(decode_image(payload, max_pixels=max_pixels, min_size=draft_size(spec)), spec)
