@@ -6,6 +6,7 @@
 No state is kept between requests: everything ``handle`` learns about a request
 lives in its local variables.
 """
+import functools
 import json
 import logging
 import os
@@ -80,7 +81,7 @@ class BaseHandler:
             factory = self._engine_factory
             if factory is None:
                 from .engines import create_engine
-                factory = create_engine
+                factory = functools.partial(create_engine, model_name=self.model_name)
             self.engine = factory(self.signature, model_dir, properties)
             self.warm_up()
             logger.info("model %s ready on %s in %.2f s", self.model_name, self.engine.device_description,

@@ -24,6 +24,7 @@ The MXNet calls sit in one-line adapters at the bottom so the rule itself is
 testable without any accelerator.
 """
 import importlib
+import importlib.metadata
 import importlib.util
 from collections import namedtuple
 
@@ -138,3 +139,42 @@ def optimize_for_eia(net, example_inputs):
     """EI builds from 1.7: ``import eimx`` registers the EIA backend; partition the graph for it."""
     importlib.import_module("eimx")
     net.optimize_for(*example_inputs, backend="EIA")
+
+
+def installed_mxnet_version():
+    """The version of the installed distribution that provides the ``mxnet`` package, or None."""
+    for name in importlib.metadata.packages_distributions().get("mxnet", []):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_tuple(text):
+    """``"1.5.1"`` -> ``(1, 5, 1)``; None when it does not start with numbers.
+
+    >>> version_tuple("1.9.1.post0"), version_tuple("1.5.1"), version_tuple(None)
+    ((1, 9, 1), (1, 5, 1), None)
+    """
+    numbers = []
+    for part in str(text or "").split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers[:3]) or None
+
+
+def ei_build_present(find_spec=importlib.util.find_spec, mxnet_version=installed_mxnet_version,
+                     import_module=importlib.import_module):
+    """The EI API installed ("eimx", "eia") or None, importing MXNet only when it may be an EI build.
+
+    ``eimx`` (EI from 1.7) is a package of its own; ``mx.eia()`` exists only in EI
+    builds up to 1.5.1, so a newer (or an unknown) MXNet is not imported to look.
+    """
+    if find_spec("eimx") is not None:
+        return "eimx"
+    version = version_tuple(mxnet_version())
+    if version is not None and version > (1, 5, 1):
+        return None
+    return mxnet_ei_api(import_module("mxnet"), find_spec)

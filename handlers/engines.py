@@ -7,13 +7,19 @@ integer) runs in chunks of exactly that size, the last one padded, so an answer
 never depends on which other requests shared its batch.
 """
 import importlib
+import importlib.util
+import logging
 import os
 
 import numpy as np
 
-from .errors import ModelLoadFailure
+from .devices import device_request, ei_build_present
+from .engine_choice import ENGINE_ENV, ENGINE_PACKAGES, choose_engine, engine_entries, parse_engine_override
+from .errors import ModelLoadFailure, first_line
 
-#: signature "engine.name" -> "module:Class" (imported lazily: an onnxruntime
+logger = logging.getLogger(__name__)
+
+#: signature engine "name" -> "module:Class" (imported lazily: an onnxruntime
 #: archive must load without MXNet installed, and the other way round).
 ENGINES = {
     "mxnet": "mxnet_engine:MXNetEngine",
@@ -26,17 +32,67 @@ DATATYPES = {
     "UINT8": np.uint8, "BOOL": np.bool_,
 }
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
-def create_engine(signature, model_dir, system_properties):
-    """Build the engine the archive's signature names."""
-    name = signature.get("engine", {}).get("name")
-    target = ENGINES.get(name)
-    if target is None:
-        raise ModelLoadFailure("signature.json names engine %r; this handler knows %s"
-                               % (name, ", ".join(sorted(ENGINES))))
-    module_name, class_name = target.split(":")
-    module = importlib.import_module("." + module_name, __package__)
-    return getattr(module, class_name)(signature, model_dir, system_properties)
+
+def installed(name, find_spec=importlib.util.find_spec):
+    """Whether the worker's Python has the package engine ``name`` needs (without importing it)."""
+    try:
+        return find_spec(ENGINE_PACKAGES[name]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def probe_worker(offered, gpu_id, required, providers=None):
+    """What the choice needs to know about this worker: ``{"installed", "ei_build", "cuda_provider"}``.
+
+    Nothing is imported that the choice does not need: the EI build matters only when
+    both engines could run and no device is required, onnxruntime's providers only
+    for a GPU. ``providers`` (tests) replaces ``onnxruntime.get_available_providers``.
+    """
+    found = {name for name in offered if installed(name)}
+    both = {"mxnet", "onnxruntime"} <= found
+    ei_build = bool(both and required is None and ei_build_present())
+    cuda = False
+    if both and gpu_id is not None and str(gpu_id) != "" and required != "cpu":
+        if providers is None:
+            import onnxruntime
+            providers = onnxruntime.get_available_providers
+        cuda = CUDA_PROVIDER in providers()
+    return {"installed": found, "ei_build": ei_build, "cuda_provider": cuda}
+
+
+def create_engine(signature, model_dir, system_properties, model_name=None, environ=None, facts=None):
+    """Build the engine this worker runs the archive on, and log which and why.
+
+    ``facts`` (tests) replaces :func:`probe_worker`'s look at the worker's Python.
+    """
+    environ = os.environ if environ is None else environ
+    entries = engine_entries(signature)
+    known = [entry for entry in entries if entry["name"] in ENGINES]
+    if not known:
+        raise ModelLoadFailure("signature.json names engine %s; this handler knows %s: rebuild the archive with "
+                               "`mmsctl archive`" % (" and ".join(repr(e["name"]) for e in entries),
+                                                     ", ".join(sorted(ENGINES))))
+    offered = [entry["name"] for entry in known]
+    forced = parse_engine_override(environ.get(ENGINE_ENV), model_name)
+    required, _ = device_request(environ)
+    gpu_id = system_properties.get("gpu_id")
+    if facts is None:
+        facts = probe_worker(offered, gpu_id, required)
+    name, reason = choose_engine(offered, facts["installed"], forced, required, gpu_id, facts["cuda_provider"],
+                                 facts["ei_build"], model_name)
+    logger.info("model %s runs on %s: %s", model_name, name, reason)
+    module_name, class_name = ENGINES[name].split(":")
+    entry = next(entry for entry in known if entry["name"] == name)
+    try:
+        module = importlib.import_module("." + module_name, __package__)
+        return getattr(module, class_name)(dict(signature, engine=entry), model_dir, system_properties, environ=environ)
+    except Exception as err:  # a forced engine that cannot load: one line naming the override
+        if forced is None:
+            raise
+        raise ModelLoadFailure("model %s failed to load on %s, which %s forces: %s: %s"
+                               % (model_name, name, ENGINE_ENV, type(err).__name__, first_line(err))) from err
 
 
 class Engine:

@@ -38,7 +38,8 @@ class ImageClassifier(BaseHandler):
         self.apply_softmax = bool(post.get("apply_softmax", True))
         self.spec = signature["preprocess"]
         self.input_name = signature["inputs"][0]["name"]
-        self.output_name = (signature["engine"].get("outputs") or [signature["outputs"][0]["name"]])[0]
+        # Archives with several engines name the output once, in "outputs", for every engine.
+        self.output_name = ((signature.get("engine") or {}).get("outputs") or [signature["outputs"][0]["name"]])[0]
 
     def warm_up(self):
         """Decode a small in-memory JPEG and PNG, then run the whole pipeline once, so the

@@ -1,9 +1,10 @@
-"""Engines: MXNet fused on the CPU.
+"""Engines: MXNet fused on the CPU, and which engine a worker picks for an archive.
 
 * the MXNet engine fuses on the CPU (MKLDNN subgraph backend) and answers as the
   unfused graph does (max|a-b| <= 1e-4 max|b|) on ResNet-18, EfficientNet-Lite0 and a
   two-input two-output model, whatever the batch size of each call; GPU keeps
-  ``hybridize`` (a stand-in ``mx.gpu``), EI its own paths (tests/test_profiles.py).
+  ``hybridize`` (a stand-in ``mx.gpu``), EI its own paths (tests/test_profiles.py);
+* the choice of engine as a table (pure function) and ``MMSCTL_ENGINE``'s forms.
 """
 import doctest
 import json
@@ -15,14 +16,15 @@ import pytest
 mx = pytest.importorskip("mxnet")
 
 from mmsctl.archives import efficientnet_lite  # noqa: E402
-from mmsctl.handlers import errors, mxnet_engine  # noqa: E402
+from mmsctl.handlers import engine_choice, engines, errors, mxnet_engine  # noqa: E402
+from mmsctl.handlers.engine_choice import choose_engine, parse_engine_override  # noqa: E402
 from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 
 RELATIVE = 1e-4
 UNFUSED = {"MXNET_SUBGRAPH_BACKEND": "NONE"}
 
 
-@pytest.mark.parametrize("module", [errors, mxnet_engine])
+@pytest.mark.parametrize("module", [engine_choice, errors, mxnet_engine])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -172,3 +174,106 @@ def test_fusion_failure_is_a_one_line_load_failure(resnet_checkpoint, monkeypatc
         fused_and_unfused(resnet_checkpoint, IMAGE, ["resnetv10_dense0_fwd_output"])
     assert caught.value.message == ("MXNet's MKLDNN fusion failed on this model: partitioning went wrong; set "
                                     "MXNET_SUBGRAPH_BACKEND=NONE in the server's environment to serve it unfused")
+
+
+# -- the choice of engine -----------------------------------------------------------------------------
+BOTH = ("onnxruntime", "mxnet")
+
+
+@pytest.mark.parametrize("case, offered, installed, options, engine, reason", [
+    ("cpu", BOTH, BOTH, {}, "onnxruntime", "the archive's first choice, installed; on the CPU"),
+    ("no onnxruntime", BOTH, {"mxnet"}, {}, "mxnet", "onnxruntime, the archive's first choice, is not installed"),
+    ("no mxnet", BOTH, {"onnxruntime"}, {}, "onnxruntime", "the archive's first choice, installed; on the CPU"),
+    ("mxnet-only archive", ["mxnet"], BOTH, {}, "mxnet", "the archive has only mxnet"),
+    ("onnx-only archive", ["onnxruntime"], BOTH, {"gpu_id": "0"}, "onnxruntime", "the archive has only onnxruntime"),
+    ("gpu with CUDA", BOTH, BOTH, {"gpu_id": "0", "cuda_provider": True}, "onnxruntime",
+     "on GPU 0 with the CUDA provider"),
+    ("gpu without CUDA", BOTH, BOTH, {"gpu_id": 1}, "mxnet",
+     "MMS assigned gpu_id=1 and this onnxruntime has no CUDA provider (onnxruntime-gpu): MXNet takes the GPU"),
+    ("gpu without CUDA nor mxnet", BOTH, {"onnxruntime"}, {"gpu_id": "0"}, "onnxruntime", "first choice"),
+    ("gpu id on a cpu profile", BOTH, BOTH, {"gpu_id": "0", "required": "cpu"}, "onnxruntime", "on the CPU"),
+    ("gpu profile with CUDA", BOTH, BOTH, {"gpu_id": "2", "required": "gpu", "cuda_provider": True}, "onnxruntime",
+     "GPU 2 with the CUDA provider"),
+    ("ei profile", BOTH, BOTH, {"required": "eia"}, "mxnet", "Elastic Inference (MMSCTL_REQUIRE_DEVICE=eia) runs on "
+                                                              "MXNet only"),
+    ("ei build", BOTH, BOTH, {"ei_build": True}, "mxnet", "the EI build of MXNet is installed"),
+    ("ei build, cpu profile", BOTH, BOTH, {"ei_build": True, "required": "cpu"}, "onnxruntime", "on the CPU"),
+    ("ei build, gpu with CUDA", BOTH, BOTH, {"ei_build": True, "required": "gpu", "gpu_id": "0",
+                                             "cuda_provider": True}, "onnxruntime", "CUDA"),
+    ("forced mxnet", BOTH, BOTH, {"forced": "mxnet"}, "mxnet", "MMSCTL_ENGINE forces it"),
+    ("forced onnxruntime on EI", BOTH, BOTH, {"forced": "onnxruntime", "ei_build": True}, "onnxruntime",
+     "MMSCTL_ENGINE forces it"),
+])
+def test_engine_choice(case, offered, installed, options, engine, reason):
+    chosen, why = choose_engine(offered, set(installed), model_name="m", **options)
+    assert chosen == engine, case
+    assert reason in why, (case, why)
+
+
+@pytest.mark.parametrize("offered, installed, options, message", [
+    (["mxnet"], BOTH, {"forced": "onnxruntime"},
+     "MMSCTL_ENGINE forces onnxruntime for model m but its archive has only mxnet: drop the override or rebuild "
+     "the archive with --engine auto"),
+    (BOTH, {"mxnet"}, {"forced": "onnxruntime"},
+     "MMSCTL_ENGINE forces onnxruntime for model m but onnxruntime is not installed in the server's Python"),
+    (BOTH, set(), {}, "model m runs on onnxruntime or mxnet, and the server's Python has neither: install "
+                      "onnxruntime or mxnet"),
+    (["onnxruntime"], BOTH, {"required": "eia"}, "this profile needs Elastic Inference (MMSCTL_REQUIRE_DEVICE=eia), "
+                                                 "which only MXNet can use, but the archive of model m has no MXNet"),
+    (BOTH, {"onnxruntime"}, {"required": "eia"}, "MXNet is not installed in the server's Python: install the EI build"),
+])
+def test_engine_choice_refuses(offered, installed, options, message):
+    with pytest.raises(ModelLoadFailure) as caught:
+        choose_engine(offered, set(installed), model_name="m", **options)
+    assert message in caught.value.message and "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize("value, model, engine", [
+    (None, "m", None), ("", "m", None), ("auto", "m", None), (" AUTO ", "m", None),
+    ("mxnet", "m", "mxnet"), ("ONNXRuntime", "m", "onnxruntime"),
+    ("m=mxnet", "m", "mxnet"), ("m=mxnet", "other", None),
+    ("resnet-152=mxnet, bert=onnxruntime", "bert", "onnxruntime"),
+    ("onnxruntime,m=mxnet", "m", "mxnet"), ("onnxruntime,m=mxnet", "x", "onnxruntime"),
+    ("mxnet,m=auto", "m", None), ("m=mxnet,", "m", "mxnet"),
+    ("v1.2=mxnet", "v1.2", "mxnet"),  # MMS names may hold dots
+])
+def test_engine_override_forms(value, model, engine):
+    assert parse_engine_override(value, model) == engine
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("tpu", "'tpu' is not an engine"),
+    ("m=tpu", "'tpu' is not an engine"),
+    ("m=", "'m=' is not an engine"),
+    ("=mxnet", "'=mxnet' names no model before '='"),
+    ("mxnet,onnxruntime", "two engines for every model (mxnet and onnxruntime)"),
+    ("m=mxnet,m=onnxruntime", "model 'm' is given twice"),
+])
+def test_engine_override_refuses(value, problem):
+    with pytest.raises(ModelLoadFailure) as caught:
+        parse_engine_override(value, "other-model")  # the whole value is checked, whichever model reads it
+    message = caught.value.message
+    assert message == "MMSCTL_ENGINE=%r: %s: use auto, mxnet, onnxruntime or MODEL=ENGINE pairs, comma-separated" % (
+        value, problem)
+
+
+def test_probe_imports_onnxruntime_only_for_a_gpu_and_asks_its_providers():
+    facts = engines.probe_worker(list(BOTH), None, "cpu")
+    assert facts == {"installed": set(BOTH), "ei_build": False, "cuda_provider": False}
+    # stand-in provider lists: this onnxruntime is the CPU build
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert engines.probe_worker(list(BOTH), "0", None, providers=lambda: cuda)["cuda_provider"] is True
+    assert engines.probe_worker(list(BOTH), "0", None, providers=lambda: cuda[1:])["cuda_provider"] is False
+    assert engines.probe_worker(["mxnet"], "0", None, providers=lambda: cuda)["cuda_provider"] is False
+
+
+def test_old_single_engine_signatures_still_load(resnet_checkpoint):
+    """Format 1 (``"engine": {...}``), as every archive built before several engines."""
+    signature = mxnet_signature(resnet_checkpoint, [("data", [1, 3, 224, 224])], ["resnetv10_dense0_fwd_output"])
+    signature["format"] = "mmsctl-signature/1"
+    engine = engines.create_engine(signature, resnet_checkpoint["dir"], {"gpu_id": None}, model_name="old",
+                                   environ={})
+    assert type(engine).__name__ == "MXNetEngine" and engine.preparation == "mkldnn"
+    with pytest.raises(ModelLoadFailure, match="signature.json has format 'mmsctl-signature/9'"):
+        engines.create_engine(dict(signature, format="mmsctl-signature/9"), resnet_checkpoint["dir"], {},
+                              model_name="old", environ={})
