@@ -15,6 +15,12 @@ from .errors import InvalidInput, OutputExists
 #: MMS's own rule for model names (ModelArchive.java).
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
+#: signature.json formats: 1 names one engine (``"engine": {...}``); 2 names several,
+#: most preferred first (``"engines": [{...}, ...]``), all answering alike within
+#: ``engines_agree_within`` (checked at build time); the worker picks one (handlers/engine_choice.py).
+SIGNATURE_FORMAT = "mmsctl-signature/1"
+SEVERAL_ENGINES_FORMAT = "mmsctl-signature/2"
+
 #: Name the handler package takes inside an archive (distinct from the installed
 #: ``mmsctl.handlers`` so a worker never mixes the two).
 HANDLER_PACKAGE = "mmsctl_handlers"
@@ -174,13 +180,33 @@ def manifest(name, task, engine_name, engine_version=None, description=None):
     return doc
 
 
+def with_engines(signature, engines, tolerance):
+    """A format-2 signature offering ``engines`` (most preferred first) in place of the one engine of ``signature``.
+
+    >>> with_engines({"format": SIGNATURE_FORMAT, "engine": {"name": "onnxruntime"}, "task": "t"},
+    ...              [{"name": "onnxruntime"}, {"name": "mxnet"}], 1e-4)["engines"][1]
+    {'name': 'mxnet'}
+    """
+    several = {key: value for key, value in signature.items() if key != "engine"}
+    several.update({"format": SEVERAL_ENGINES_FORMAT, "engines": list(engines), "engines_agree_within": tolerance})
+    return several
+
+
+def signature_engines(signature):
+    """The engine entries of a signature of either format, most preferred first."""
+    return list(signature.get("engines") or ([signature["engine"]] if signature.get("engine") else []))
+
+
 def assemble(path, name, signature, files, force=False, description=None):
     """Write the archive: model ``files`` ({name: bytes}), signature, handlers, manifest."""
     task = signature["task"]
+    engines = signature_engines(signature)
+    # The manifest names MXNet whenever the archive can run on it (the only engine MMS's schema knows).
+    main = next((engine for engine in engines if engine["name"] == "mxnet"), engines[0])
     entries = dict(files)
     entries.update(handler_sources())
     entries["signature.json"] = json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n"
     entries[mar.MANIFEST_PATH] = json.dumps(
-        manifest(name, task, signature["engine"]["name"], signature["engine"].get("version"), description),
+        manifest(name, task, main["name"], main.get("version"), description),
         indent=2, sort_keys=True).encode() + b"\n"
     return mar.write_mar(path, entries, force=force)

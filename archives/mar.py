@@ -118,6 +118,25 @@ def describe(path):
     return {"path": os.path.abspath(path), "manifest": manifest, "signature": signature, "entries": entries}
 
 
+def engine_lines(signature):
+    """One line per engine of a signature (either format), most preferred first.
+
+    >>> engine_lines({"engines": [{"name": "onnxruntime", "version": "1.20.1", "model": "model.onnx"},
+    ...                           {"name": "mxnet", "version": "1.9.1", "symbol": "s.json", "params": "p.params"}]})
+    ['1. onnxruntime 1.20.1: model.onnx', '2. mxnet 1.9.1: s.json, p.params']
+    """
+    signature = signature or {}
+    engines = signature.get("engines") or ([signature["engine"]] if signature.get("engine") else [])
+    if not engines:
+        return ["none named (no signature.json: not an mmsctl archive)"]
+    lines = []
+    for rank, engine in enumerate(engines, 1):
+        files = [engine[key] for key in ("model", "symbol", "params") if engine.get(key)]
+        lines.append("%d. %s%s%s" % (rank, engine.get("name"), " " + engine["version"] if engine.get("version") else "",
+                                     ": " + ", ".join(files) if files else ""))
+    return lines
+
+
 def extract(path, dest):
     """Unpack an archive into ``dest`` after checking that no entry escapes it."""
     root = os.path.realpath(dest)

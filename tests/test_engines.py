@@ -4,27 +4,42 @@
   unfused graph does (max|a-b| <= 1e-4 max|b|) on ResNet-18, EfficientNet-Lite0 and a
   two-input two-output model, whatever the batch size of each call; GPU keeps
   ``hybridize`` (a stand-in ``mx.gpu``), EI its own paths (tests/test_profiles.py);
-* the choice of engine as a table (pure function) and ``MMSCTL_ENGINE``'s forms.
+* the choice of engine as a table (pure function) and ``MMSCTL_ENGINE``'s forms;
+* archives with several engines: built, inspected, loaded in-process on each engine,
+  MXNet-only with a one-line note when the exporter cannot convert an operator.
+Serving such archives on stock MMS with and without onnxruntime: tests/test_serving.py
+and tests/test_onnx.py.
 """
+import dataclasses
 import doctest
+import hashlib
 import json
+import logging
 import os
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 
 mx = pytest.importorskip("mxnet")
+ort = pytest.importorskip("onnxruntime")
 
-from mmsctl.archives import efficientnet_lite  # noqa: E402
+from mmsctl import cli, server  # noqa: E402
+from mmsctl.archives import efficientnet_lite, mar, mxnet_checkpoint  # noqa: E402
+from mmsctl.config import profiles  # noqa: E402
 from mmsctl.handlers import engine_choice, engines, errors, mxnet_engine  # noqa: E402
 from mmsctl.handlers.engine_choice import choose_engine, parse_engine_override  # noqa: E402
 from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
+from mmsctl.handlers.image_classifier import ImageClassifier  # noqa: E402
+
+from conftest import FakeContext, free_port  # noqa: E402
 
 RELATIVE = 1e-4
 UNFUSED = {"MXNET_SUBGRAPH_BACKEND": "NONE"}
 
 
-@pytest.mark.parametrize("module", [engine_choice, errors, mxnet_engine])
+@pytest.mark.parametrize("module", [engine_choice, errors, mxnet_engine, mar])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -277,3 +292,190 @@ def test_old_single_engine_signatures_still_load(resnet_checkpoint):
     with pytest.raises(ModelLoadFailure, match="signature.json has format 'mmsctl-signature/9'"):
         engines.create_engine(dict(signature, format="mmsctl-signature/9"), resnet_checkpoint["dir"], {},
                               model_name="old", environ={})
+
+
+# -- archives with several engines ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory, resnet_checkpoint):
+    """ResNet-18 archived with --engine auto (onnxruntime + MXNet), built twice, and unpacked."""
+    folder = tmp_path_factory.mktemp("dual")
+    config = mxnet_checkpoint.ResnetConfig(
+        name="r18", symbol=resnet_checkpoint["symbol"], params=resnet_checkpoint["params"],
+        synset=resnet_checkpoint["synset"], export_path=str(folder))
+    notes = []
+    path = mxnet_checkpoint.build(config, note=notes.append)
+    with open(path, "rb") as handle:
+        first = hashlib.sha256(handle.read()).hexdigest()
+    mxnet_checkpoint.build(mxnet_checkpoint.ResnetConfig(**dict(config.__dict__, force=True)), note=notes.append)
+    with open(path, "rb") as handle:
+        second = hashlib.sha256(handle.read()).hexdigest()
+    unpacked = mar.extract(path, str(folder / "unpacked"))
+    return {"path": path, "dir": unpacked, "notes": notes, "hashes": (first, second)}
+
+
+def test_dual_archive_holds_both_engines_in_preference_order(dual):
+    assert dual["notes"] == []
+    info = mar.describe(dual["path"])
+    signature = info["signature"]
+    assert signature["format"] == "mmsctl-signature/2" and "engine" not in signature
+    assert [e["name"] for e in signature["engines"]] == ["onnxruntime", "mxnet"]
+    assert signature["engines"][0] == {"name": "onnxruntime", "version": ort.__version__, "model": "model.onnx"}
+    assert signature["engines"][1] == {"name": "mxnet", "version": mx.__version__, "symbol": "model-symbol.json",
+                                       "params": "model-0000.params"}
+    assert signature["engines_agree_within"] == 1e-4
+    assert signature["outputs"][0]["name"] == "resnetv10_dense0_fwd"  # one name for both engines
+    assert info["manifest"]["engine"] == {"engineName": "MXNet", "engineVersion": mx.__version__}
+    assert {"model.onnx", "model-symbol.json", "model-0000.params", "synset.txt"} <= {e["name"] for e in
+                                                                                     info["entries"]}
+
+
+def test_dual_archive_is_deterministic(dual):
+    """Same inputs, same bytes: the ONNX export included."""
+    assert dual["hashes"][0] == dual["hashes"][1]
+
+
+def test_inspect_shows_the_engines(dual, capsys):
+    assert cli.main(["archive", "inspect", dual["path"]]) == 0
+    out = capsys.readouterr().out
+    assert "engines (the worker's preference order):\n  1. onnxruntime %s: model.onnx\n  2. mxnet %s: " \
+           "model-symbol.json, model-0000.params\n" % (ort.__version__, mx.__version__) in out
+
+
+@pytest.mark.parametrize("environ, facts, engine_class", [
+    ({}, None, "OnnxRuntimeEngine"),
+    ({}, {"installed": {"mxnet"}, "ei_build": False, "cuda_provider": False}, "MXNetEngine"),
+    ({"MMSCTL_ENGINE": "mxnet"}, None, "MXNetEngine"),
+    ({"MMSCTL_ENGINE": "other=mxnet,r18=onnxruntime"}, None, "OnnxRuntimeEngine"),
+    ({"MMSCTL_ENGINE": "r18=mxnet"}, None, "MXNetEngine"),
+    ({"MMSCTL_REQUIRE_DEVICE": "cpu"}, None, "OnnxRuntimeEngine"),
+])
+def test_dual_archive_loads_on_the_chosen_engine_with_equal_answers(dual, environ, facts, engine_class, cat_photo,
+                                                                    caplog):
+    def factory(signature, model_dir, properties):
+        return engines.create_engine(signature, model_dir, properties, model_name="r18", environ=environ,
+                                     facts=facts)
+    handler = ImageClassifier(engine_factory=factory)
+    context = FakeContext(dual["dir"], model_name="r18")
+    with caplog.at_level(logging.INFO, logger="mmsctl.handlers.engines"):
+        handler.initialize(context)
+    assert type(handler.engine).__name__ == engine_class
+    chosen = "onnxruntime" if engine_class == "OnnxRuntimeEngine" else "mxnet"
+    assert "model r18 runs on %s: " % chosen in caplog.text
+    with open(cat_photo, "rb") as handle:
+        answer = json.loads(handler.handle([{"body": handle.read()}], context)[0])
+    reference = _reference_answer(dual, cat_photo)
+    assert [a["class"] for a in answer] == [a["class"] for a in reference]
+    np.testing.assert_allclose([a["probability"] for a in answer], [a["probability"] for a in reference], atol=1e-4)
+
+
+_REFERENCE = {}
+
+
+def _reference_answer(dual, photo):
+    """The answer of the unfused MXNet graph (MXNET_SUBGRAPH_BACKEND=NONE, forced mxnet)."""
+    if photo not in _REFERENCE:
+        def factory(signature, model_dir, properties):
+            return engines.create_engine(signature, model_dir, properties, model_name="r18",
+                                         environ=dict(UNFUSED, MMSCTL_ENGINE="mxnet"))
+        handler = ImageClassifier(engine_factory=factory)
+        context = FakeContext(dual["dir"], model_name="r18")
+        handler.initialize(context)
+        assert handler.engine.preparation == "hybridize"
+        with open(photo, "rb") as handle:
+            _REFERENCE[photo] = json.loads(handler.handle([{"body": handle.read()}], context)[0])
+    return _REFERENCE[photo]
+
+
+def test_forced_engine_that_cannot_load_is_one_line(dual, tmp_path):
+    broken = tmp_path / "broken"
+    mar.extract(dual["path"], str(broken))
+    (broken / "model.onnx").write_bytes(b"not an onnx model")
+    signature = json.loads((broken / "signature.json").read_text())
+    with pytest.raises(ModelLoadFailure) as caught:
+        engines.create_engine(signature, str(broken), {"gpu_id": None}, model_name="r18",
+                              environ={"MMSCTL_ENGINE": "onnxruntime"})
+    message = caught.value.message
+    assert message.startswith("model r18 failed to load on onnxruntime, which MMSCTL_ENGINE forces: ")
+    assert "\n" not in message
+    # the way out the message's reader has: force the other engine for this model
+    engine = engines.create_engine(signature, str(broken), {"gpu_id": None}, model_name="r18",
+                                   environ={"MMSCTL_ENGINE": "r18=mxnet"})
+    assert type(engine).__name__ == "MXNetEngine"
+
+
+def test_ei_build_picks_mxnet_for_a_dual_archive(dual, tmp_path, monkeypatch):
+    """With the eimx stand-in importable and no device required, the worker takes MXNet on EI."""
+    from test_profiles import EIMX_STAND_IN
+    (tmp_path / "eimx.py").write_text(EIMX_STAND_IN)  # stand-in: the EI build is not installable (EI closed 2023)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        signature = json.loads(open(os.path.join(dual["dir"], "signature.json")).read())
+        engine = engines.create_engine(signature, dual["dir"], {"gpu_id": None}, model_name="r18", environ={})
+        assert type(engine).__name__ == "MXNetEngine"
+        assert (engine.device.kind, engine.device.api, engine.preparation) == ("eia", "eimx", "eia")
+        assert sys.modules["eimx"].CALLS and sys.modules["eimx"].CALLS[0]["shapes"] == [(1, 3, 224, 224)]
+    finally:
+        module = sys.modules.pop("eimx", None)
+        if module is not None:
+            module.uninstall()
+
+
+# -- MXNet only when the exporter cannot convert an operator ----------------------------------------------
+class WithErf(mx.gluon.HybridBlock):
+    """A small classifier using ``erf``, which MXNet 1.9.1's ONNX exporter has no conversion for."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = mx.gluon.nn.Conv2D(4, 3, padding=1, in_channels=3)
+            self.pool = mx.gluon.nn.GlobalAvgPool2D()
+            self.fc = mx.gluon.nn.Dense(3, in_units=4)
+
+    def hybrid_forward(self, F, x):
+        return self.fc(F.flatten(self.pool(F.erf(self.conv(x)))))
+
+
+@pytest.fixture(scope="module")
+def erf_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("erf")
+    net = WithErf(prefix="erfnet_")
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    net.export(str(folder / "erfnet"), 0)
+    (folder / "synset.txt").write_text("a\nb\nc\n")
+    return {"symbol": str(folder / "erfnet-symbol.json"), "params": str(folder / "erfnet-0000.params"),
+            "synset": str(folder / "synset.txt")}
+
+
+def test_unconvertible_operator_gives_an_mxnet_only_archive_and_one_line(erf_checkpoint, tmp_path, capsys):
+    argv = ["archive", "resnet", "--name", "erfnet", "--symbol", erf_checkpoint["symbol"], "--params",
+            erf_checkpoint["params"], "--synset", erf_checkpoint["synset"], "--input-shape", "1,3,32,32",
+            "--export-path", str(tmp_path)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("erfnet.mar")
+    lines = captured.err.strip().splitlines()
+    assert lines == ["mmsctl: note: erfnet: archived for MXNet only, without an ONNX export: %s uses operator erf, "
+                     "which MXNet's ONNX exporter cannot convert" % erf_checkpoint["symbol"]], captured.err
+    signature = mar.describe(str(tmp_path / "erfnet.mar"))["signature"]
+    assert signature["engine"]["name"] == "mxnet" and "engines" not in signature
+    with zipfile.ZipFile(str(tmp_path / "erfnet.mar")) as archive:
+        assert "model.onnx" not in archive.namelist()
+    # forcing onnxruntime is an error that says what to do
+    assert cli.main(argv + ["--engine", "onnxruntime", "--force"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "uses operator erf" in err and "--engine mxnet" in err
+
+
+def test_bad_engine_override_fails_the_start_on_a_real_server(model_store, tmp_path):
+    """On a real server, as `mmsctl serve` reports a worker that cannot load: one line, saying what to use."""
+    profile = profiles.build_profile("cpu-latency", vcpus=1, model_store=model_store, inference_port=free_port(),
+                                     management_port=free_port())
+    profile = dataclasses.replace(profile, environment={**profile.environment, "MMSCTL_ENGINE": "resnet18=tpu"})
+    state_dir = str(tmp_path / "state")
+    with pytest.raises(server.ServerError) as info:
+        server.start(profile, state_dir, {"resnet18": "resnet18.mar"}, ready_timeout=120)
+    assert "ModelLoadFailure: MMSCTL_ENGINE='resnet18=tpu': 'tpu' is not an engine: use auto, mxnet, onnxruntime " \
+           "or MODEL=ENGINE pairs, comma-separated" in str(info.value)
+    assert not server.server_processes(server.ServerState(0, state_dir, "", "", profile.name))

@@ -122,6 +122,9 @@ def onnx_store(tmp_path_factory, onnx_files, resnet_checkpoint):
         mxnet_checkpoint.build(mxnet_checkpoint.ResnetConfig(
             name="r18-" + suffix, symbol=resnet_checkpoint["symbol"], params=resnet_checkpoint["params"],
             synset=resnet_checkpoint["synset"], export_path=store, engine=engine))
+    mxnet_checkpoint.build(mxnet_checkpoint.ResnetConfig(  # MXNet checkpoint + ONNX export, the worker picks
+        name="r18-auto", symbol=resnet_checkpoint["symbol"], params=resnet_checkpoint["params"],
+        synset=resnet_checkpoint["synset"], export_path=store, engine="auto"))
     return store
 
 
@@ -492,7 +495,7 @@ def start_plain_mms(python, store, models, state_dir):
 def test_onnxruntime_archives_serve_without_mxnet(plain_venv, onnx_store, onnx_files, cat_photo, tmp_path):
     check = subprocess.run([plain_venv, "-c", "import mxnet"], capture_output=True, timeout=60)
     assert check.returncode != 0 and b"No module named 'mxnet'" in check.stderr
-    models = {"text": "text-ort.mar", "tiny": "tiny-ort.mar", "resnet": "r18-ort.mar"}
+    models = {"text": "text-ort.mar", "tiny": "tiny-ort.mar", "resnet": "r18-ort.mar", "dual": "r18-auto.mar"}
     process, state = start_plain_mms(plain_venv, onnx_store, models, str(tmp_path / "plain-server"))
     try:
         server.wait_ready(state, list(models), 240, process=process)
@@ -501,9 +504,10 @@ def test_onnxruntime_archives_serve_without_mxnet(plain_venv, onnx_store, onnx_f
                               headers=JSON, timeout=60)
         assert reply.status_code == 200, reply.text
         check_v2_answer(reply.json(), onnx_files["text"], ids, mask, "text")
-        for model in ("tiny", "resnet"):
+        for model in ("tiny", "resnet", "dual"):
             answer = post_image(state, model, cat_photo)
             assert len(answer) == 5 and answer[0]["probability"] >= answer[-1]["probability"]
+        assert post_image(state, "dual", cat_photo) == post_image(state, "resnet", cat_photo)
     finally:
         server.stop(state)
     logs = ""
@@ -511,3 +515,5 @@ def test_onnxruntime_archives_serve_without_mxnet(plain_venv, onnx_store, onnx_f
         with open(os.path.join(state.state_dir, "logs", name), encoding="utf-8", errors="replace") as handle:
             logs += handle.read()
     assert "onnxruntime %s on cpu(0)" % ort.__version__ in logs
+    # the archive with both engines, in a Python without MXNet
+    assert "model dual runs on onnxruntime: the archive's first choice, installed; on the CPU" in logs

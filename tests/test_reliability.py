@@ -127,14 +127,15 @@ def tensor_archive(folder):
 # -- the server and its workers -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, model_store):
-    """resnet18.mar, a copy whose params file is cut in half, and tiny-tensor.mar when it can be built."""
+    """resnet18.mar, a copy whose model files (params, ONNX) are cut in half, and tiny-tensor.mar when it can be built."""
     folder = tmp_path_factory.mktemp("reliability_store")
     tensor_archive(folder)
     shutil.copy(os.path.join(model_store, "resnet18.mar"), folder / "resnet18.mar")
     with zipfile.ZipFile(folder / "resnet18.mar") as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
-    params = entries["model-0000.params"]
-    entries["model-0000.params"] = params[:len(params) // 2]
+    for name in ("model-0000.params", "model.onnx"):  # both engines of the archive, whichever the worker takes
+        if name in entries:
+            entries[name] = entries[name][:len(entries[name]) // 2]
     mar.write_mar(str(folder / "resnet18-corrupt.mar"), entries)
     return str(folder)
 
@@ -421,7 +422,7 @@ def test_killed_worker_every_request_answered_and_service_returns(srv):
 
 
 def test_corrupt_model_fails_at_registration(srv, capsys):
-    """Truncated params: the handler raises ModelLoadFailure, MMS answers 500, nothing is registered."""
+    """Truncated model files: the handler raises ModelLoadFailure, MMS answers 500, nothing is registered."""
     code = cli.main(["register", "resnet18-corrupt.mar", "--name", "resnet18-corrupt",
                      "--management-url", srv.management_url])
     err = capsys.readouterr().err

@@ -112,27 +112,43 @@ def stock_python(tmp_path_factory):
     return python
 
 
-def test_archives_run_on_stock_multi_model_server(stock_python, model_store, tmp_path, cat_photo):
-    """Start `multi-model-server` by hand from an environment without mmsctl, as a user would."""
-    import psutil
+def start_stock_mms(stock_python, model_store, folder, models, environ=None):
+    """``multi-model-server`` of the stock environment, by hand, as a user would; returns (process, state)."""
+    from mmsctl.server import ServerState
     inference, management = free_port(), free_port()
-    (tmp_path / "tmp").mkdir()
-    config = tmp_path / "config.properties"
+    (folder / "tmp").mkdir()
+    config = folder / "config.properties"
     config.write_text("inference_address=http://127.0.0.1:%d\nmanagement_address=http://127.0.0.1:%d\n"
                       "model_store=%s\n" % (inference, management, model_store))
     bindir = os.path.dirname(stock_python)
-    env = dict(os.environ, TEMP=str(tmp_path / "tmp"), TMPDIR=str(tmp_path / "tmp"), LOG_LOCATION=str(tmp_path),
-               METRICS_LOCATION=str(tmp_path), PATH=bindir + os.pathsep + os.environ["PATH"])
+    env = dict(os.environ, TEMP=str(folder / "tmp"), TMPDIR=str(folder / "tmp"), LOG_LOCATION=str(folder),
+               METRICS_LOCATION=str(folder), PATH=bindir + os.pathsep + os.environ["PATH"], **(environ or {}))
     process = subprocess.Popen(
         [os.path.join(bindir, "multi-model-server"), "--start", "--foreground", "--mms-config", str(config),
-         "--model-store", model_store, "--models", "efficientnet-lite0=efficientnet-lite0.mar",
-         "resnet18=resnet18.mar"],
-        env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--model-store", model_store, "--models"] + ["%s=%s" % item for item in models.items()],
+        env=env, cwd=str(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = ServerState(pid=process.pid, state_dir=str(folder), inference_url="http://127.0.0.1:%d" % inference,
+                        management_url="http://127.0.0.1:%d" % management, profile="stock")
+    return process, state
+
+
+def engine_lines(folder):
+    """The handler's "model NAME runs on ENGINE: why" lines from MMS's log of the worker output."""
+    with open(os.path.join(str(folder), "mms_log.log"), encoding="utf-8", errors="replace") as handle:
+        return sorted({line.split(" - ", 1)[-1].strip() for line in handle if " runs on " in line})
+
+
+STOCK_MODELS = {"efficientnet-lite0": "efficientnet-lite0.mar", "resnet18": "resnet18.mar"}
+
+
+def test_archives_run_on_stock_multi_model_server(stock_python, model_store, tmp_path, cat_photo):
+    """Start `multi-model-server` by hand from an environment without mmsctl and without onnxruntime:
+    the archives (MXNet checkpoint + ONNX export) are served on MXNet."""
+    import psutil
+    from mmsctl.server import stop, wait_ready
+    process, state = start_stock_mms(stock_python, model_store, tmp_path, STOCK_MODELS)
     try:
-        from mmsctl.server import ServerState, wait_ready
-        state = ServerState(pid=process.pid, state_dir=str(tmp_path), inference_url="http://127.0.0.1:%d" % inference,
-                            management_url="http://127.0.0.1:%d" % management, profile="stock")
-        wait_ready(state, ["efficientnet-lite0", "resnet18"], 180, process=process)
+        wait_ready(state, list(STOCK_MODELS), 180, process=process)
         client = ManagementClient(state.management_url)
         status, _ = client.scale("efficientnet-lite0", min_worker=1)
         assert status == 200
@@ -147,9 +163,47 @@ def test_archives_run_on_stock_multi_model_server(stock_python, model_store, tmp
                     worker_pythons.add(proc.exe())
             except psutil.Error:  # a worker that exited meanwhile
                 continue
+        bindir = os.path.dirname(stock_python)
         assert worker_pythons and all(exe.startswith(bindir) or os.path.realpath(exe) == os.path.realpath(
             stock_python) for exe in worker_pythons), worker_pythons
     finally:
-        from mmsctl.server import ServerState, stop
-        stop(ServerState(pid=process.pid, state_dir=str(tmp_path), inference_url="", management_url="",
-                         profile="stock"))
+        stop(state)
+    because = "onnxruntime, the archive's first choice, is not installed in the server's Python"
+    assert engine_lines(tmp_path) == ["model efficientnet-lite0 runs on mxnet: " + because,
+                                      "model resnet18 runs on mxnet: " + because]
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_path(stock_python, tmp_path_factory):
+    """onnxruntime (requirements/onnxruntime.txt) in a folder of its own, for the stock environment's PYTHONPATH."""
+    folder = tmp_path_factory.mktemp("stock-onnxruntime")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    install = subprocess.run([stock_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                              "--no-deps", "--target", str(folder), "-r",
+                              os.path.join(root, "requirements", "onnxruntime.txt")], capture_output=True, text=True)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return str(folder)
+
+
+def test_stock_multi_model_server_with_onnxruntime_prefers_it(stock_python, onnxruntime_path, model_store, tmp_path,
+                                                             cat_photo, coffee_photo):
+    """The same stock server with onnxruntime installed: the archives run on it, except the model that
+    MMSCTL_ENGINE forces onto MXNet (answers equal across engines: tests/test_engines.py)."""
+    from mmsctl.server import stop, wait_ready
+    environ = {"PYTHONPATH": onnxruntime_path, "MMSCTL_ENGINE": "resnet18=mxnet"}
+    process, state = start_stock_mms(stock_python, model_store, tmp_path, STOCK_MODELS, environ)
+    try:
+        wait_ready(state, list(STOCK_MODELS), 180, process=process)
+        for photo in (cat_photo, coffee_photo):
+            answer = post(state.inference_url, "efficientnet-lite0", read(photo))
+            assert answer.status_code == 200, answer.text
+        top5 = post(state.inference_url, "efficientnet-lite0", read(cat_photo)).json()
+        assert {e["class"] for e in top5[:3]} == CAT_CLASSES
+        assert post(state.inference_url, "resnet18", read(cat_photo)).status_code == 200
+        bad = post(state.inference_url, "efficientnet-lite0", b"\x00not an image" * 10)
+        assert bad.status_code == 400 and "not a recognised image" in bad.json()["message"]
+    finally:
+        stop(state)
+    assert engine_lines(tmp_path) == [
+        "model efficientnet-lite0 runs on onnxruntime: the archive's first choice, installed; on the CPU",
+        "model resnet18 runs on mxnet: MMSCTL_ENGINE forces it"]
