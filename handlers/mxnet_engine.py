@@ -8,9 +8,11 @@ How the graph is prepared depends on the device (:func:`graph_preparation`):
 
 * CPU: partitioned by MXNet's MKLDNN subgraph backend (``optimize_for``), which
   fuses convolution + batch norm + activation (+ sum) and fully-connected layers
-  into single oneDNN kernels: measured here 2.3x faster on EfficientNet-Lite0
-  and 1.1x on ResNet-152 than the unfused graph, answers equal within 1e-6
-  relative. ``MXNET_SUBGRAPH_BACKEND=NONE`` (MXNet's own switch) turns it off.
+  into single oneDNN kernels: measured here (batch 1, 2 threads) 2.1-2.4x faster
+  on EfficientNet-Lite0 and 1.1-1.2x on ResNet-152 than the unfused graph, answers
+  equal within 1.1e-6 relative. Binding a Module (MKLDNN executor) was as fast, but
+  needs a rebind or reshape per batch size; ``optimize_for`` keeps the one Gluon
+  path GPU and EI use. ``MXNET_SUBGRAPH_BACKEND=NONE`` (MXNet's own switch) turns it off.
 * GPU and Elastic Inference up to 1.5.1 (``mx.eia``): ``hybridize`` as before.
 * Elastic Inference from 1.7 (``eimx``): ``optimize_for(x, backend="EIA")``.
 """
