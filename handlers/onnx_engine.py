@@ -71,15 +71,15 @@ class OnnxRuntimeEngine(Engine):
         required, _ = device_request(environ)
         providers, self.device = select_providers(system_properties.get("gpu_id"), ort.get_available_providers(),
                                                   required)
+        self.device_description = "%s(%d)" % (self.device.kind, self.device.index)
+        logger.info("onnxruntime %s on %s: %s", ort.__version__, self.device_description, self.device.reason)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads(environ)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(self.path("model"), sess_options=options, providers=providers)
-        self.device_description = "%s(%d)" % (self.device.kind, self.device.index)
         self.output_names = [out.name for out in self.session.get_outputs()]
-        logger.info("onnxruntime %s on %s with %s: %s", ort.__version__, self.device_description,
-                    ", ".join(self.session.get_providers()), self.device.reason)
+        logger.info("onnxruntime session providers: %s", ", ".join(self.session.get_providers()))
 
     def _run(self, feeds):
         values = self.session.run(self.output_names, {name: feeds[name] for name in self.input_names})

@@ -17,6 +17,7 @@ the load, and reports ``done`` with its samples.
 """
 import argparse
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -88,6 +89,20 @@ def read_signature(model_dir):
             return json.load(handle)
     except (OSError, ValueError):
         return {}
+
+
+def framework_of(signature, find_spec=importlib.util.find_spec):
+    """The framework module the archive's handler will import: its one engine's, or for an archive
+    with several (``engines``) the first one installed, which is the worker's choice on a CPU.
+
+    >>> several = {"engines": [{"name": "onnxruntime"}, {"name": "mxnet"}]}
+    >>> framework_of(several, find_spec=lambda module: module == "mxnet" or None)
+    'mxnet'
+    """
+    engines = signature.get("engines") or [signature.get("engine") or {}]
+    modules = [FRAMEWORK_MODULES.get(engine.get("name")) for engine in engines]
+    installed = [module for module in modules if module and find_spec(module) is not None]
+    return installed[0] if installed else (modules[0] if len(modules) == 1 else None)
 
 
 def handler_target(manifest):
@@ -176,7 +191,7 @@ def _run_pipeline(args, channel):
     started = time.perf_counter()
     module = import_handler(model_dir, module_name)
     imported = time.perf_counter()
-    framework = FRAMEWORK_MODULES.get((read_signature(model_dir).get("engine") or {}).get("name"))
+    framework = framework_of(read_signature(model_dir))
     if framework:
         importlib.import_module(framework)
     framework_done = time.perf_counter()

@@ -137,7 +137,7 @@ MARKERS = (
     ("unzip_start", re.compile(r"Loading initial models")),
     ("model_registered", re.compile(r"ModelManager - Model (?P<name>\S+) loaded\.")),
     ("worker_connected", re.compile(r"Connection accepted")),
-    ("framework_imported", re.compile(r"MXNet \S+ on \w+\(\d+\)")),
+    ("framework_imported", re.compile(r"(?:MXNet|onnxruntime) \S+ on \w+\(\d+\)")),
     ("model_ready", re.compile(r"model (?P<name>\S+) ready on \S+ in [\d.]+ s")),
 )
 
