@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
+from mmsctl.files import read_regular, regular_files
+
 from . import mar
 from .errors import InvalidInput, OutputExists
 
@@ -135,8 +137,8 @@ def preprocess_spec(shape, preset="imagenet", resize=None, mean=None, std=None, 
 def read_synset(path, classes):
     """Read and check a synset file: one non-empty line per class."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.rstrip("\r\n") for line in handle if line.strip()]
+        text = read_regular(path).decode("utf-8")
+        lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     except FileNotFoundError:
         raise InvalidInput("synset file %s does not exist" % path)
     except (OSError, UnicodeDecodeError) as err:
@@ -147,12 +149,14 @@ def read_synset(path, classes):
     return lines
 
 
-def handler_sources():
-    """{archive name: bytes} of the handler package, read from the installed mmsctl.handlers."""
-    from mmsctl import handlers
-    folder = os.path.dirname(handlers.__file__)
+def handler_sources(folder=None):
+    """{archive name: bytes} of the handler package, read from ``folder`` (default: the
+    installed mmsctl.handlers); only regular ``.py`` files, nothing else is opened."""
+    if folder is None:
+        from mmsctl import handlers
+        folder = os.path.dirname(handlers.__file__)
     files = {}
-    for name in sorted(os.listdir(folder)):
+    for name in regular_files(folder):  # never opens a pipe or socket left in the folder
         if name.endswith(".py"):
             with open(os.path.join(folder, name), "rb") as handle:
                 files["%s/%s" % (HANDLER_PACKAGE, name)] = handle.read()

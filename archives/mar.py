@@ -12,6 +12,8 @@ import stat
 import tempfile
 import zipfile
 
+from mmsctl.files import open_regular
+
 from .errors import InvalidInput, OutputExists, UnsafeArchive
 
 MANIFEST_PATH = "MAR-INF/MANIFEST.json"
@@ -82,10 +84,15 @@ def write_mar(path, entries, force=False):
 def open_mar(path):
     """Open an archive for reading after checking every entry name."""
     try:
-        archive = zipfile.ZipFile(path)
+        handle = open_regular(path)
     except FileNotFoundError:
         raise InvalidInput("archive %s does not exist" % path)
+    except OSError as err:
+        raise InvalidInput("archive %s %s" % (path, err.strerror))
+    try:
+        archive = zipfile.ZipFile(handle)
     except zipfile.BadZipFile:
+        handle.close()
         raise InvalidInput("%s is not a .mar (zip) archive" % path)
     try:
         for info in archive.infolist():

@@ -11,6 +11,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import List
 
+from mmsctl.files import read_regular
+
 from . import builder
 from .errors import InvalidInput
 
@@ -169,7 +171,8 @@ def build(config, note=None):
     if config.engine != "mxnet":
         signature, files = _with_onnx_export(config, signature, input_name, spec, is_softmax, note)
     if signature.get("engines") or signature["engine"]["name"] == "mxnet":
-        files.update({"model-symbol.json": _read(config.symbol), "model-0000.params": _read(config.params)})
+        files.update({"model-symbol.json": read_regular(config.symbol),
+                      "model-0000.params": read_regular(config.params)})
     files["synset.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
     return builder.assemble(path, config.name, signature, files, force=config.force,
                             description=config.description)
@@ -194,11 +197,6 @@ def _with_onnx_export(config, signature, input_name, spec, is_softmax, note):
     mxnet_entry = {key: value for key, value in signature["engine"].items() if key != "outputs"}
     return builder.with_engines(onnx_signature, [onnx_signature["engine"], mxnet_entry], onnx_model.TOLERANCE), \
         onnx_files
-
-
-def _read(path):
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="auto", note=None):

@@ -26,6 +26,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from mmsctl.files import read_regular
+
 from . import builder
 from .errors import InvalidInput
 
@@ -489,8 +491,8 @@ def build(config):
     else:
         with tempfile.TemporaryDirectory(prefix="mmsctl-onnx-mxnet-") as tmp:
             symbol_path, params_path = to_mxnet_checkpoint(raw, served_inputs, outputs, tmp, config.model)
-            files[SYMBOL_FILE] = _read(symbol_path)
-            files[PARAMS_FILE] = _read(params_path)
+            files[SYMBOL_FILE] = read_regular(symbol_path)
+            files[PARAMS_FILE] = read_regular(params_path)
         engine = mxnet_engine(outputs)
     if image:
         output = dict(outputs[0], shape=[image["shape"][0], classes])
@@ -499,8 +501,3 @@ def build(config):
     else:
         signature = tensor_signature(inputs, outputs, engine)
     return builder.assemble(path, config.name, signature, files, force=config.force, description=config.description)
-
-
-def _read(path):
-    with open(path, "rb") as handle:
-        return handle.read()

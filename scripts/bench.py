@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 from urllib.parse import quote, urlsplit
 
 from .errors import MmsctlError, UsageError
+from .files import read_regular
 
 REPORT_FORMAT = "mmsctl-bench/1"
 DEFAULT_REQUEST_TIMEOUT = 120.0
@@ -240,8 +241,7 @@ def check_loopback(url):
 
 def read_input(path):
     try:
-        with open(path, "rb") as handle:
-            body = handle.read()
+        body = read_regular(path)
     except OSError as err:
         raise BenchError("cannot read the input %s: %s" % (path, err.strerror))
     if not body:

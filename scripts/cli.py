@@ -418,7 +418,8 @@ def add_client_commands(sub):
     quick = sub.add_parser(
         "quickstart", help="build the default archive, serve it, scale to 1 worker, classify the bundled cat",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_example("mmsctl quickstart"))
-    quick.add_argument("--workdir", default="quickstart", help="folder for the model store and server state")
+    quick.add_argument("--workdir", help="folder for the model store and server state (default: quickstart/ "
+                                          "under $MMSCTL_CACHE_DIR, $XDG_CACHE_HOME/mmsctl or ~/.cache/mmsctl)")
     quick.add_argument("--inference-port", type=int, default=8080)
     quick.add_argument("--management-port", type=int, default=8081)
     quick.add_argument("--image", help="image to classify (default: scikit-image's chelsea.png, CC0)")

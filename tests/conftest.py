@@ -8,14 +8,14 @@ a pid file in TEMP and refuses a second server sharing it), always stopped in
 import dataclasses
 import importlib.util
 import os
-import random
-import socket
 import sys
 
 import pytest
 
 from mmsctl import server
 from mmsctl.config import profiles
+
+from helpers import free_port  # noqa: F401 (also imported from conftest by older test modules)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,29 +39,6 @@ class FakeContext:
 
     def set_response_content_type(self, idx, value):
         self.content_types[idx] = value
-
-
-def _port_free(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-_TAKEN = set()
-
-
-def free_port():
-    """A free loopback port in 20000-32000 (MMS 1.1.11 rejects ports from 32767 up)."""
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randrange(20000, 32000)
-        if port not in _TAKEN and _port_free(port):
-            _TAKEN.add(port)
-            return port
-    raise RuntimeError("no free port found in 20000-32000")
 
 
 def skimage_photo(name):
