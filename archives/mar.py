@@ -14,6 +14,7 @@ import zipfile
 
 from mmsctl.files import open_regular
 
+from . import batching
 from .errors import InvalidInput, OutputExists, UnsafeArchive
 
 MANIFEST_PATH = "MAR-INF/MANIFEST.json"
@@ -142,6 +143,21 @@ def engine_lines(signature):
         lines.append("%d. %s%s%s" % (rank, engine.get("name"), " " + engine["version"] if engine.get("version") else "",
                                      ": " + ", ".join(files) if files else ""))
     return lines
+
+
+def model_line(signature):
+    """What the archive serves and how, for ``archive inspect``.
+
+    >>> model_line({"task": "tensor", "batching": {"batchable": False, "reason": "input 's' is a scalar (rank 0)"}})
+    "tensor model (Open Inference Protocol v2), not batchable, because input 's' is a scalar (rank 0): each request runs as it is, batch_size 1 only"
+    >>> model_line({"task": "image-classification"})
+    'image classifier, batchable on the first axis (requests are cut into rows and batched)'
+    """
+    signature = signature or {}
+    task = signature.get("task")
+    kind = {"tensor": "tensor model (Open Inference Protocol v2)", "image-classification": "image classifier"}.get(
+        task, task or "unknown task (no signature.json)")
+    return "%s, %s" % (kind, batching.describe(signature.get("batching")))
 
 
 def extract(path, dest):
