@@ -153,10 +153,11 @@ def model_line(signature):
     >>> model_line({"task": "image-classification"})
     'image classifier, batchable on the first axis (requests are cut into rows and batched)'
     """
-    signature = signature or {}
+    if not signature:
+        return "not an mmsctl archive (no signature.json)"
     task = signature.get("task")
     kind = {"tensor": "tensor model (Open Inference Protocol v2)", "image-classification": "image classifier"}.get(
-        task, task or "unknown task (no signature.json)")
+        task, "task %r" % task)
     return "%s, %s" % (kind, batching.describe(signature.get("batching")))
 
 

@@ -173,20 +173,8 @@ def opsets(model):
 
 def example_feeds(inputs, batch=None, seed=None):
     """Inputs for a trial forward pass: zeros, or with ``seed`` standard normal floats and small ints."""
-    rng = np.random.default_rng(seed) if seed is not None else None
-    feeds = {}
-    for spec in inputs:
-        first = spec["shape"][0]
-        size = [first if isinstance(first, int) else (batch or 2)]
-        size += [d if isinstance(d, int) else 3 for d in spec["shape"][1:]]
-        dtype = NUMPY_TYPES[spec["datatype"]]
-        if rng is None:
-            feeds[spec["name"]] = np.zeros(size, dtype)
-        elif np.issubdtype(dtype, np.floating):
-            feeds[spec["name"]] = rng.standard_normal(size).astype(dtype)
-        else:
-            feeds[spec["name"]] = rng.integers(0, 2, size).astype(dtype)
-    return feeds
+    shapes = batching.example_shapes(inputs, batch or batching.TRIAL_BATCH)
+    return batching.make_feeds(inputs, shapes, NUMPY_TYPES, seed)
 
 
 def onnxruntime_runner(model_bytes, path, imports=""):

@@ -78,9 +78,9 @@ def cmd_archive_inspect(args):
         _print_json(info)
         return
     print("archive: %s" % info["path"])
+    print("model: " + mar.model_line(info["signature"]))
     print("manifest:")
     print("  " + json.dumps(info["manifest"], indent=2, sort_keys=True).replace("\n", "\n  "))
-    print("model: " + mar.model_line(info["signature"]))
     print("engines (the worker's preference order):")
     for line in mar.engine_lines(info["signature"]):
         print("  " + line)
