@@ -40,7 +40,8 @@ def example_shapes(inputs, batch=None):
 
     With ``batch`` the first axis of every input gets that size.
 
-    >>> example_shapes([{"name": "a", "shape": ["M", "K"]}, {"name": "b", "shape": ["K", 5]}, {"name": "s", "shape": []}])
+    >>> example_shapes([{"name": "a", "shape": ["M", "K"]}, {"name": "b", "shape": ["K", 5]},
+    ...                 {"name": "s", "shape": []}])
     {'a': [3, 3], 'b': [3, 5], 's': []}
     >>> example_shapes([{"name": "x", "shape": ["N", None, 4]}], batch=2)
     {'x': [2, 3, 4]}

