@@ -140,7 +140,8 @@ def rows_reason(inputs, run, batch, fixed, numpy_types):
     try:
         return _rows_reason(feeds, run, batch, fixed)
     except InvalidInput as err:
-        return "%s; so rows are not known to be independent" % err
+        return "a forward pass on random rows %s: rows are not known to be independent" % getattr(
+            err, "detail", err)
 
 
 def _rows_reason(feeds, run, batch, fixed):

@@ -184,7 +184,7 @@ def onnxruntime_runner(model_bytes, path, imports=""):
     """
     ort = _ort()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are reported by the exceptions, in one line
     try:
         session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
@@ -196,8 +196,11 @@ def onnxruntime_runner(model_bytes, path, imports=""):
         try:
             values = session.run(names, feeds)
         except Exception as err:
-            raise InvalidInput("a forward pass of %s with onnxruntime failed on inputs %s: %s" % (
-                path, ", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()), _first_line(err)))
+            detail = "failed on inputs %s: %s" % (", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()),
+                                                  _first_line(err))
+            failure = InvalidInput("a forward pass of %s with onnxruntime %s" % (path, detail))
+            failure.detail = detail  # without the path, for signature.json
+            raise failure
         return dict(zip(names, values))
     return run
 

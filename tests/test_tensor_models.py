@@ -163,6 +163,8 @@ GRAPHS = {
                      "output 'y' has shape [4, 3] for a batch of 2"),
     "transpose": (lambda: one("Transpose", ["N", 3]), False, "output 'y' has shape [3, 2] for a batch of 2"),
     "shape-of": (lambda: one("Shape", ["N", 3], out_type=I64), False, "rows are not independent"),
+    "reshape-to-two": (lambda: one("Reshape", ["N", 3], weights=[_w("to", [2, -1], np.int64)], extra=["to"]), False,
+                       "a forward pass on random rows failed on inputs x[1, 3]: [ONNXRuntimeError]"),
 }
 
 #: Registered together on one real server.
