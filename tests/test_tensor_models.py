@@ -473,7 +473,6 @@ def post(server_state, model, body):
 
 
 @pytest.mark.server
-@pytest.mark.slow
 @pytest.mark.parametrize("name", SERVED)
 def test_served_answers_equal_onnxruntime_in_process(tensor_server, tensor_store, name):
     signature = signature_of(os.path.join(tensor_store, name + ".mar"))
@@ -489,7 +488,6 @@ def test_served_answers_equal_onnxruntime_in_process(tensor_server, tensor_store
 
 
 @pytest.mark.server
-@pytest.mark.slow
 def test_served_refusals(tensor_server, tensor_store):
     status, answer = post(tensor_server, "matmul-two-fixed", v2_body({"a": _rand(3, 10), "b": _rand(10, 3)}))
     assert status == 400 and "dimension 0 must be 2" in answer["message"], answer
