@@ -3,12 +3,14 @@
 Every builder (MXNet checkpoints, ONNX, the bundled EfficientNet) validates its
 inputs first, then calls :func:`assemble` with the files it vouches for.
 """
+import datetime
 import json
 import os
 import re
 from dataclasses import dataclass
 from typing import List, Optional
 
+from mmsctl import __version__
 from mmsctl.files import read_regular, regular_files
 from mmsctl.handlers.contract import HANDLER_PACKAGE, SIGNATURE_FILE
 
@@ -163,17 +165,47 @@ def handler_sources(folder=None):
     return files
 
 
-def manifest(name, task, engine_name, engine_version=None, description=None):
-    """MAR-INF/MANIFEST.json in MMS's schema (as model-archiver 1.0 writes it)."""
+#: ``model.modelVersion``: TorchServe registers every archive under a version (it assumes "1.0" when absent).
+MODEL_VERSION = "1.0"
+#: ``createdOn`` when $SOURCE_DATE_EPOCH is unset: the zip entries' own fixed date, so archives stay byte-identical.
+FIXED_CREATED_ON = "01/01/1980 00:00:00"
+
+
+def created_on(environ=None):
+    """``createdOn`` in torch-model-archiver's format (day/month/year): from ``$SOURCE_DATE_EPOCH`` (UTC)
+    when set (reproducible builds), else a constant; never the clock.
+
+    >>> created_on({}), created_on({"SOURCE_DATE_EPOCH": "1700000000"})
+    ('01/01/1980 00:00:00', '14/11/2023 22:13:20')
+    """
+    environ = os.environ if environ is None else environ
+    epoch = (environ.get("SOURCE_DATE_EPOCH") or "").strip()
+    if not epoch:
+        return FIXED_CREATED_ON
+    try:
+        moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidInput("SOURCE_DATE_EPOCH=%r is not a number of seconds since 1970" % epoch)
+    return moment.strftime("%d/%m/%Y %H:%M:%S")
+
+
+def manifest(name, task, engine_name, engine_version=None, description=None, environ=None):
+    """MAR-INF/MANIFEST.json in MMS's schema (as model-archiver 1.0 writes it), plus what TorchServe's
+    (torch-model-archiver 0.12) adds: ``model.modelVersion``, ``archiverVersion`` and ``createdOn``.
+    MMS 1.1.11 reads the last two into its own Manifest and ignores ``modelVersion``; TorchServe ignores
+    MMS's ``engine`` and ``*Version`` fields."""
     doc = {
         "runtime": "python",
         "model": {
             "modelName": name,
             "handler": "%s.%s" % (HANDLER_PACKAGE, HANDLER_MODULES[task]),
+            "modelVersion": MODEL_VERSION,
         },
         "modelServerVersion": "1.0",
         "implementationVersion": "1.0",
         "specificationVersion": "1.0",
+        "archiverVersion": "mmsctl-%s" % __version__,
+        "createdOn": created_on(environ),
     }
     if description:
         doc["model"]["description"] = description

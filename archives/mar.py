@@ -145,6 +145,34 @@ def engine_lines(signature):
     return lines
 
 
+def server_lines(manifest):
+    """How each server reads the manifest, for ``archive inspect``: MMS 1.1.11 and TorchServe 0.12.
+
+    >>> server_lines({"runtime": "python", "model": {"modelName": "m", "handler": "h.x", "modelVersion": "1.0"},
+    ...               "engine": {"engineName": "MXNet"}, "archiverVersion": "mmsctl-0.1.0",
+    ...               "createdOn": "01/01/1980 00:00:00"})  # doctest: +NORMALIZE_WHITESPACE
+    ['MMS 1.1.11: model m, handler h.x, runtime python, engine MXNet',
+     'TorchServe 0.12: model m version 1.0, handler h.x, runtime python, archiver mmsctl-0.1.0,
+      created 01/01/1980 00:00:00']
+    >>> server_lines({"model": {"modelName": "m", "handler": "h.x"}})[1]
+    'TorchServe 0.12: model m version 1.0 (assumed: no modelVersion), handler h.x, runtime python (assumed)'
+    """
+    model = manifest.get("model") or {}
+    name, handler = model.get("modelName", "?"), model.get("handler", "?")
+    runtime = manifest.get("runtime") or "python (assumed)"
+    engine = (manifest.get("engine") or {}).get("engineName")
+    mms = "MMS 1.1.11: model %s, handler %s, runtime %s, engine %s" % (
+        name, handler, runtime, engine or "none named (MMS needs none)")
+    version = model.get("modelVersion")
+    torchserve = "TorchServe 0.12: model %s version %s, handler %s, runtime %s" % (
+        name, version or "1.0 (assumed: no modelVersion)", handler, runtime)
+    if manifest.get("archiverVersion"):
+        torchserve += ", archiver %s" % manifest["archiverVersion"]
+    if manifest.get("createdOn"):
+        torchserve += ", created %s" % manifest["createdOn"]
+    return [mms, torchserve]
+
+
 def model_line(signature):
     """What the archive serves and how, for ``archive inspect``.
 

@@ -80,6 +80,9 @@ def cmd_archive_inspect(args):
     print("model: " + mar.model_line(info["signature"]))
     print("manifest:")
     print("  " + json.dumps(info["manifest"], indent=2, sort_keys=True).replace("\n", "\n  "))
+    print("servers:")
+    for line in mar.server_lines(info["manifest"]):
+        print("  " + line)
     print("engines (the worker's preference order):")
     for line in mar.engine_lines(info["signature"]):
         print("  " + line)
@@ -251,10 +254,14 @@ def cmd_serve(args):
                                             else " --state-dir " + args.state_dir)) if stop_hint else ""),
             flush=True)
 
+    runner, extra = server, {}
+    if args.server == "torchserve":  # TorchServe 0.12: mmsctl.torchserve renders its config and launches it
+        from . import torchserve
+        runner, extra = torchserve, {"metrics_port": args.metrics_port}
     if args.foreground:
-        return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
-                                       on_ready=lambda state: ready(state, stop_hint=False))
-    ready(server.start(profile, args.state_dir, models, ready_timeout=args.timeout))
+        return runner.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
+                                       on_ready=lambda state: ready(state, stop_hint=False), **extra)
+    ready(runner.start(profile, args.state_dir, models, ready_timeout=args.timeout, **extra))
     return 0
 
 
@@ -291,6 +298,11 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    serve.add_argument("--server", default="mms", choices=["mms", "torchserve"],
+                       help="mms (default): multi-model-server 1.1.11; torchserve: TorchServe 0.12 from "
+                            "$MMSCTL_TORCHSERVE (README, \"Moving to TorchServe\")")
+    serve.add_argument("--metrics-port", type=int, default=8082, help="TorchServe's metrics API port, on 127.0.0.1 "
+                                                                     "(default 8082; --server torchserve only)")
     serve.set_defaults(func=cmd_serve)
 
     stop = sub.add_parser("stop", help="stop the server `mmsctl serve` started",

@@ -145,7 +145,10 @@ class ManagementClient:
         in it. Models registered with ``synchronous=true`` (as ``mmsctl serve``
         does) have loaded in every worker when the registration returns.
         """
-        workers = self.describe(name).get("workers", [])
+        body = self.describe(name)
+        if isinstance(body, list):  # TorchServe answers one entry per version (the default first)
+            body = body[0] if body else {}
+        workers = body.get("workers", [])
         return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
 
     def health(self, names=None):

@@ -58,6 +58,7 @@ class ServerState:
     management_url: str
     profile: str
     models: Dict[str, str] = field(default_factory=dict)
+    server: str = "mms"  # or "torchserve" (mmsctl.torchserve)
 
     def save(self):
         with open(os.path.join(self.state_dir, STATE_FILE), "w", encoding="utf-8") as handle:
@@ -242,6 +243,14 @@ def check_models(profile, models):
 
 def prepare(profile, state_dir):
     """Write the state folder; return (command, environment)."""
+    config_path, env = prepare_state(profile, state_dir, profiles.render_properties(profile))
+    command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
+               "--model-store", profile.model_store]
+    return command, env
+
+
+def prepare_state(profile, state_dir, config_text):
+    """Write the state folder and its ``config.properties``; return (its path, the server's environment)."""
     for sub in ("tmp", "logs"):
         os.makedirs(os.path.join(state_dir, sub), exist_ok=True)
     if os.path.exists(os.path.join(state_dir, STATE_FILE)):
@@ -261,39 +270,39 @@ def prepare(profile, state_dir):
     config_path = os.path.join(state_dir, "config.properties")
     # 0600: with TLS the file holds the keystore password
     with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
-        handle.write(profiles.render_properties(profile))
+        handle.write(config_text)
     os.chmod(config_path, 0o600)
-    command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
-               "--model-store", profile.model_store]
-    return command, server_environment(profile, state_dir)
+    return config_path, server_environment(profile, state_dir)
 
 
 def _inference_url(profile):
     return profile.inference_address.replace("0.0.0.0", "127.0.0.1")
 
 
-def _launch(profile, state_dir, models, **popen):
-    """Check, write the state folder, start the launcher in its own session; return (process, state)."""
+def _launch(profile, state_dir, models, preparer=None, **popen):
+    """Check, write the state folder, start the launcher in its own session; return (process, state).
+    ``preparer`` replaces :func:`prepare` for another server (mmsctl.torchserve)."""
     models = dict(models or {})
     check_models(profile, models)
     os.makedirs(state_dir, exist_ok=True)
-    command, env = prepare(profile, state_dir)
+    command, env = (preparer or prepare)(profile, state_dir)
     preflight(profile, env)
     process = subprocess.Popen(command, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, start_new_session=True,
                                **popen)
     state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
-                        management_url=profile.management_address, profile=profile.name, models=models)
+                        management_url=profile.management_address, profile=profile.name, models=models,
+                        server=getattr(preparer, "server", "mms"))
     state.save()
     return process, state
 
 
-def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None):
+def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None, preparer=None):
     """Start the server in the background; return once every model's workers have loaded it."""
     state_dir = os.path.abspath(state_dir)
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     log = stdout or open(os.path.join(state_dir, "logs", "server.out"), "ab")
     try:
-        process, state = _launch(profile, state_dir, models, stdout=log, stderr=subprocess.STDOUT)
+        process, state = _launch(profile, state_dir, models, preparer, stdout=log, stderr=subprocess.STDOUT)
     finally:
         if stdout is None:
             log.close()
@@ -314,6 +323,7 @@ def _log_tail(state_dir, lines=8):
     """The lines of the server's logs that explain a failure (a handler's load failure first)."""
     for name, keys in ((LOAD_FAILURES_FILE, ("ModelLoadFailure",)),
                        ("mms_log.log", ("ModelLoadFailure",)),
+                       ("ts_log.log", ("ModelLoadFailure",)),
                        ("model_log.log", ("ModelLoadFailure",)),
                        ("server.out", ("Error", "Exception")),
                        ("mms_log.log", ("Error", "Exception"))):
@@ -367,6 +377,8 @@ def load_models(state, profile, timeout):
             entry = model_url(path, profile.model_store)
             if entry.endswith(".mar"):
                 entry = unpacked_entry(profile.model_store, entry) or entry
+            if state.server == "torchserve":  # it finds only a store's top-level names; a full path anywhere
+                entry = os.path.join(profile.model_store, entry)
             client.register(entry, name=name, workers=profile.workers, synchronous=True)
         except ManagementError as err:
             return "model %s: %s" % (name, err)
@@ -536,7 +548,8 @@ def clean_temporary_folder(state_dir):
         os.remove(pid_file)
 
 
-def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0):
+def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
+                     preparer=None):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
@@ -554,7 +567,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        process, state = _launch(profile, state_dir, models)
+        process, state = _launch(profile, state_dir, models, preparer)
     except BaseException:
         _restore(previous)
         raise

@@ -1,0 +1,102 @@
+"""p50 of one archive on MMS 1.1.11 and on TorchServe 0.12, same run, same body (issue 18).
+
+    MMSCTL_TORCHSERVE=~/.cache/mmsctl/torchserve-venv-... python -m mmsctl.compare_servers [--requests 200]
+
+Builds the default archive (``--engine onnxruntime`` by default, ``--engine mxnet`` to compare
+MXNet), starts both servers with the cpu-latency profile, warms each, then sends the requests
+one at a time, alternating between the servers, so that whatever else runs on the machine
+weighs on both alike. Prints p50/p90 per server and the TorchServe/MMS ratio. Loopback only.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import requests
+
+from mmsctl.config import profiles
+
+from . import server, torchserve
+from .bench import percentile
+from .prove_profiles import default_image, free_port
+
+
+def timed_post(session, url, body):
+    started = time.perf_counter()
+    reply = session.post(url, data=body, headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    elapsed = (time.perf_counter() - started) * 1000.0
+    if reply.status_code != 200:
+        raise SystemExit("%s answered %d: %s" % (url, reply.status_code, reply.text[:200]))
+    return elapsed, reply.json()
+
+
+def measure(urls, body, warmup, count):
+    """{server: [latency ms]}: ``warmup`` unmeasured requests each, then ``count`` each, alternating."""
+    latencies = {name: [] for name in urls}
+    answers = {}
+    with requests.Session() as session:
+        for name, url in urls.items():
+            for _ in range(warmup):
+                answers[name] = timed_post(session, url, body)[1]
+        for index in range(count):
+            order = list(urls) if index % 2 == 0 else list(reversed(urls))  # neither always goes first
+            for name in order:
+                elapsed, _ = timed_post(session, urls[name], body)
+                latencies[name].append(elapsed)
+    return latencies, answers
+
+
+def render(latencies, vcpus):
+    base = latencies["mms"]
+    lines = ["| server | requests | p50 (ms) | p90 (ms) | p50 ratio to MMS |", "|---|---|---|---|---|"]
+    for name, values in latencies.items():
+        lines.append("| %s | %d | %.1f | %.1f | %.2f |" % (
+            name, len(values), percentile(values, 50), percentile(values, 90),
+            percentile(values, 50) / percentile(base, 50)))
+    load = os.getloadavg()
+    lines.append("(cpu-latency, 1 worker x %d threads; load average %.2f / %.2f / %.2f)" % ((vcpus,) + load))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "mxnet"])
+    parser.add_argument("--image", help="request body (default: scikit-image's chelsea.png)")
+    parser.add_argument("--requests", type=int, default=200, help="measured requests per server (default 200)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--vcpus", type=int, default=profiles.detect_vcpus())
+    args = parser.parse_args(argv)
+    from mmsctl.archives import mxnet_checkpoint
+    with open(args.image or default_image(), "rb") as handle:
+        body = handle.read()
+    with tempfile.TemporaryDirectory(prefix="compare-servers-") as workdir:
+        store = os.path.join(workdir, "store")
+        os.makedirs(store)
+        mxnet_checkpoint.build_efficientnet_lite0(store, engine=args.engine)
+        models = {"efficientnet-lite0": "efficientnet-lite0.mar"}
+        states = {}
+        try:
+            for name in ("mms", "torchserve"):
+                profile = profiles.build_profile("cpu-latency", vcpus=args.vcpus, model_store=store,
+                                                 inference_port=free_port(), management_port=free_port())
+                folder = os.path.join(workdir, name)
+                if name == "mms":
+                    states[name] = server.start(profile, folder, models, ready_timeout=600)
+                else:
+                    states[name] = torchserve.start(profile, folder, models, ready_timeout=600,
+                                                    metrics_port=free_port())
+            urls = {name: "%s/predictions/efficientnet-lite0" % state.inference_url for name, state in states.items()}
+            latencies, answers = measure(urls, body, args.warmup, args.requests)
+        finally:
+            for state in states.values():
+                server.stop(state)
+    same = answers["mms"] == answers["torchserve"]
+    print("efficientnet-lite0 (--engine %s), %d bytes body, answers %s" % (
+        args.engine, len(body), "identical" if same else "DIFFER"))
+    print(render(latencies, args.vcpus))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
