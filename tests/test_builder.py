@@ -34,7 +34,8 @@ def test_build_writes_manifest_signature_and_handlers(config, tmp_path):
     info = mar.describe(path)
     manifest = info["manifest"]
     assert manifest["runtime"] == "python"
-    assert manifest["model"] == {"modelName": "resnet18", "handler": "mmsctl_handlers.image_classifier"}
+    assert manifest["model"] == {"modelName": "resnet18", "handler": "mmsctl_handlers.image_classifier",
+                                 "modelVersion": "1.0"}  # TorchServe's field (issue 18)
     assert manifest["engine"] == {"engineName": "MXNet", "engineVersion": "1.9.1"}
     signature = info["signature"]
     assert signature["inputs"] == [{"name": "data", "shape": [1, 3, 224, 224], "datatype": "FP32"}]
