@@ -2,7 +2,7 @@
 
     MMSCTL_TORCHSERVE=~/.cache/mmsctl/torchserve-venv-... python -m mmsctl.compare_servers [--requests 200]
 
-Builds the default archive (``--engine onnxruntime`` by default, ``--engine mxnet`` to compare
+Builds the default archive (``--engine auto``: both engines, served on onnxruntime; ``--engine mxnet`` to compare
 MXNet), starts both servers with the cpu-latency profile, warms each, then sends the requests
 one at a time, alternating between the servers, so that whatever else runs on the machine
 weighs on both alike. Prints p50/p90 per server and the TorchServe/MMS ratio. Loopback only.
@@ -48,6 +48,11 @@ def measure(urls, body, warmup, count):
 
 
 def render(latencies, vcpus):
+    """The table: p50/p90 per server and the p50 ratio to MMS.
+
+    >>> print(render({"mms": [10.0, 20.0, 30.0], "torchserve": [15.0, 30.0, 45.0]}, 2).splitlines()[3])
+    | torchserve | 3 | 30.0 | 42.0 | 1.50 |
+    """
     base = latencies["mms"]
     lines = ["| server | requests | p50 (ms) | p90 (ms) | p50 ratio to MMS |", "|---|---|---|---|---|"]
     for name, values in latencies.items():
@@ -61,7 +66,9 @@ def render(latencies, vcpus):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "mxnet"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "mxnet"],
+                        help="the archive built: auto (default: the default archive, both engines, served on "
+                             "onnxruntime), or one engine")
     parser.add_argument("--image", help="request body (default: scikit-image's chelsea.png)")
     parser.add_argument("--requests", type=int, default=200, help="measured requests per server (default 200)")
     parser.add_argument("--warmup", type=int, default=10)

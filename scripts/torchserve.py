@@ -41,10 +41,11 @@ PROFILES = ("cpu-latency", "cpu-throughput")
 def launcher(environ=None):
     """The ``torchserve`` launcher: ``$MMSCTL_TORCHSERVE`` (file or environment folder), this Python's, PATH.
 
-    >>> launcher({"MMSCTL_TORCHSERVE": "/nonexistent/venv"})
-    Traceback (most recent call last):
-    ...
-    mmsctl.errors.ServerError: MMSCTL_TORCHSERVE=/nonexistent/venv names no torchserve launcher (give the launcher's path or its virtualenv's folder)
+    >>> try:
+    ...     launcher({"MMSCTL_TORCHSERVE": "/nonexistent/venv"})
+    ... except ServerError as err:
+    ...     print(err)
+    MMSCTL_TORCHSERVE=/nonexistent/venv names no torchserve launcher (give the launcher's path or its virtualenv's folder)
     """
     environ = os.environ if environ is None else environ
     given = environ.get(LAUNCHER_ENV)
