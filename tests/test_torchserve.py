@@ -138,19 +138,22 @@ def ts_store(tmp_path_factory):
 def pair(servers, torchserve_python, ts_store, tmp_path_factory):
     """{"mms": state, "torchserve": state}: both servers, cpu-latency on 2 vCPUs, every model loaded."""
     mms = servers.start(ts_store, MODELS, vcpus=2)
-    profile = profiles.build_profile("cpu-latency", vcpus=2, model_store=ts_store, inference_port=free_port(),
-                                     management_port=free_port())
+    state_dir = str(tmp_path_factory.mktemp("torchserve"))
     saved = os.environ.get(torchserve.LAUNCHER_ENV)
     os.environ[torchserve.LAUNCHER_ENV] = os.path.dirname(os.path.dirname(torchserve_python))
-    try:
-        ts = torchserve.start(profile, str(tmp_path_factory.mktemp("torchserve")), MODELS, ready_timeout=400,
-                              metrics_port=free_port())
+    try:  # as a user starts it
+        code = cli.main(["serve", "--server", "torchserve", "--profile", "cpu-latency", "--vcpus", "2",
+                         "--model-store", ts_store, "--state-dir", state_dir, "--timeout", "400",
+                         "--inference-port", str(free_port()), "--management-port", str(free_port()),
+                         "--metrics-port", str(free_port()), "--models"] + ["%s=%s" % item for item in MODELS.items()])
     finally:
         if saved is None:
             os.environ.pop(torchserve.LAUNCHER_ENV)
         else:
             os.environ[torchserve.LAUNCHER_ENV] = saved
+    ts = server.ServerState.load(state_dir)
     try:
+        assert code == 0 and ts.server == "torchserve"
         yield {"mms": mms, "torchserve": ts}
     finally:
         server.stop(ts)
