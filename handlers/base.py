@@ -15,6 +15,7 @@ from http import HTTPStatus
 
 from . import codec
 from .errors import BadRequest, HandlerError, ModelLoadFailure
+from .threads import apply_model_threads
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class BaseHandler:
         self.model_name = getattr(context, "model_name", None) or os.path.basename(model_dir or "")
         try:
             started = time.monotonic()
+            apply_model_threads(self.model_name)  # before any engine imports MXNet or onnxruntime
             self.signature = load_signature(model_dir)
             self.setup(self.signature, model_dir)
             factory = self._engine_factory
