@@ -139,7 +139,12 @@ def load(path):
     if not document:
         raise ModelsFileError("%s: names no model: add one table per model, e.g. [NAME] with "
                               "archive = \"NAME.mar\"" % source)
-    return [spec_from_table(source, name, table) for name, table in document.items()]
+    specs = [spec_from_table(source, name, table) for name, table in document.items()]
+    shares = [spec for spec in specs if spec.share is not None]
+    if sum(spec.share for spec in shares) > 1 + 1e-9:
+        raise ModelsFileError("%s: key 'share': the shares of %s add up to %g, more than the whole server (1)" % (
+            source, ", ".join(spec.name for spec in shares), sum(spec.share for spec in shares)))
+    return specs
 
 
 def from_pairs(pairs, source="--models"):
