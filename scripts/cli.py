@@ -363,7 +363,7 @@ def cmd_register(args):
     client = _client(args)
     if args.name:  # a model of that name, perhaps still being registered: say which, send nothing
         try:
-            described = client.describe(args.name)
+            described = client.describe(args.name, what="register %s" % args.name)
         except MmsctlError as err:
             if getattr(err, "status", None) != 404:
                 raise
@@ -386,7 +386,9 @@ def cmd_scale(args):
     from .errors import ManagementError
     client = _client(args)
     what = "scale model %s" % args.name
-    before = loading.wait_until_loaded(client, args.name, args.timeout, what) or client.describe(args.name)
+    before = loading.wait_until_loaded(client, args.name, args.timeout, what)
+    if before is None:  # not registered: MMS says so
+        before = client.describe(args.name, what=what)
     try:
         status, body = client.scale(args.name, args.min_worker, args.max_worker, synchronous=not args.no_wait,
                                     timeout=args.timeout)

@@ -124,7 +124,7 @@ def wait_until_loaded(client, name, timeout, what, poll=0.25):
     frontend = frontend_for(client.base_url)
     while True:
         try:
-            described = client.describe(name)
+            described = client.describe(name, what=what)
         except ManagementError as err:
             if err.status == 404:
                 return None

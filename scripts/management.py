@@ -127,8 +127,9 @@ class ManagementClient:
                               " (MMS 1.1.11 never answers when a model scaled down to 0 workers is scaled up "
                               "again: unregister it and register it anew)" if synchronous and min_worker > 0 else ""))
 
-    def describe(self, name):
-        return self._call("GET", "/models/" + quote(name, safe=""), "describe model %s" % name)[1]
+    def describe(self, name, what=None):
+        """MMS's description of a model; ``what`` names the operation in errors (default: describe)."""
+        return self._call("GET", "/models/" + quote(name, safe=""), what or "describe model %s" % name)[1]
 
     def list(self, limit=100):
         """All registered models, following ``nextPageToken``."""
