@@ -365,11 +365,12 @@ def plan_models(profile, requests, oversubscribe=False, default_workers=None):
             raise ProfileError(problem + ": lower the workers or shares, serve fewer models, or pass "
                                          "--oversubscribe to run them anyway")
         warning = "WARNING: %s (--oversubscribe): expect the models to slow each other down" % problem
-    environment = thread_environment(profile.name, sum(p.workers for p in plan), min(p.threads for p in plan),
-                                     profile.openmp)
+    environment = dict(profile.environment)
+    environment["OMP_NUM_THREADS"] = str(min(p.threads for p in plan))
     environment[THREADS_ENV] = ",".join("%s=%d" % (p.name, p.threads) for p in plan)
-    environment.update({key: value for key, value in profile.environment.items() if key not in environment
-                        and not key.startswith("KMP_") and key != "OMP_NUM_THREADS"})
+    if sum(p.workers for p in plan) > 1:  # compact affinity would pin every process to the same cores
+        for key in INTEL_OPENMP_SINGLE_WORKER:
+            environment.pop(key, None)
     return replace(profile, plan=plan, environment=environment), warning
 
 
