@@ -701,8 +701,12 @@ def add_ecs_commands(sub):
                                                     "(mmsctl ecs iam-policy ei-connect)")
 
     def cmd_task_definition(args):
+        from . import models_file
+        file_models = tuple(models_file.load(args.models_file)) if args.models_file else ()
         _print_json(ecs.task_definition(ecs.TaskOptions(
-            profile=args.profile, image=args.image, models=tuple(args.models), family=args.family,
+            profile=args.profile, image=args.image, models=tuple(args.models or ()), family=args.family,
+            models_file=os.path.basename(args.models_file) if args.models_file else None,
+            file_models=file_models,
             accelerator=args.accelerator, ei_attachment=args.ei_attachment, network_mode=args.network_mode,
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
@@ -742,8 +746,12 @@ def add_ecs_commands(sub):
                   actions)
     task.add_argument("--profile", required=True, choices=PROFILES, help="the server's deployment profile")
     task.add_argument("--image", required=True, help="image built from docker/Dockerfile.cpu|gpu|ei")
-    task.add_argument("--models", required=True, nargs="+", type=_model_pair, metavar="NAME=FILE.mar",
+    task.add_argument("--models", nargs="+", type=_model_pair, metavar="NAME=FILE.mar",
                       help="archives in the container's model store (/models) to load")
+    task.add_argument("--models-file", metavar="FILE.toml",
+                      help="a models file, read here (checked and planned) and read by the server as "
+                           "/models/FILE.toml: put it next to the archives, baked into the image or in "
+                           "--host-model-store")
     task.add_argument("--accelerator", help="Elastic Inference accelerator of the task (profile ei): %s"
                       % ", ".join(ecs.EI_ACCELERATORS))
     task.add_argument("--ei-attachment", default="task", choices=ecs.EI_ATTACHMENTS,

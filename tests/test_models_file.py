@@ -462,3 +462,54 @@ def test_a_scale_mms_rejects_leaves_the_previous_workers(probe_store, tmp_path, 
         if os.path.exists(probe_store.marker):
             os.remove(probe_store.marker)
         stop(state_dir)
+
+
+# -- containers and ECS: the task's own command serves the file ------------------------------------
+@pytest.mark.unit
+def test_ecs_task_definition_takes_the_models_file(tmp_path, capsys):
+    path = write_file(tmp_path, '[a]\narchive = "a.mar"\nbatch_size = 4\n[b]\narchive = "b.mar"\nshare = 0.5\n')
+    assert cli.main(["ecs", "task-definition", "--profile", "cpu-latency", "--image", "mmsctl:cpu", "--cpu", "4096",
+                     "--models-file", path, "--models", "c=c.mar"]) == 0
+    (container,) = json.loads(capsys.readouterr().out)["containerDefinitions"]
+    command = container["entryPoint"] + container["command"]
+    assert command[command.index("--models-file") + 1] == "/models/models.toml"
+    assert container["healthCheck"]["command"][-3:] == ["a", "b", "c"]
+    environment = {e["name"]: e["value"] for e in container["environment"]}
+    assert environment["MMSCTL_THREADS"] == "a=1,b=2,c=1"  # b has half of 4 vCPUs, a and c split the rest
+    over = write_file(tmp_path, '[a]\narchive = "a.mar"\nworkers = 5\n', name="over.toml")
+    assert cli.main(["ecs", "task-definition", "--profile", "cpu-throughput", "--image", "i", "--vcpus", "4",
+                     "--models-file", over]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 models plan 5 workers x threads in all" in err[0]
+
+
+@pytest.mark.server
+def test_the_containers_command_serves_a_mounted_models_file(probe_store, tmp_path, capsys):
+    """The exact `mmsctl serve` of the task definition, with /models standing for a local store."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("probe-a", "probe-b"):
+        os.link(os.path.join(probe_store.path, name + ".mar"), store / (name + ".mar"))
+    path = write_file(store, '["probe-a"]\narchive = "probe-a.mar"\nbatch_size = 2\n'
+                             '["probe-b"]\narchive = "probe-b.mar"\nmax_batch_delay_ms = 7\n')
+    assert cli.main(["ecs", "task-definition", "--profile", "cpu-latency", "--image", "mmsctl:cpu", "--vcpus", "2",
+                     "--models-file", path]) == 0
+    (container,) = json.loads(capsys.readouterr().out)["containerDefinitions"]
+    argv = [str(store) if arg == "/models" else arg.replace("/models/", str(store) + "/")
+            for arg in (container["entryPoint"] + container["command"])[1:]]
+    management = free_port()
+    for option, value in (("--inference-port", free_port()), ("--management-port", management)):
+        argv[argv.index(option) + 1] = str(value)
+    state_dir = str(tmp_path / "state")
+    argv = [arg for arg in argv if arg != "--foreground"] + ["--state-dir", state_dir]
+    try:
+        assert cli.main(argv) == 0
+        health = container["healthCheck"]["command"][2:]
+        health[health.index("--management-url") + 1] = "http://127.0.0.1:%d" % management
+        assert cli.main(health) == 0
+        out = capsys.readouterr().out
+        assert "probe-a: 1 READY worker\nprobe-b: 1 READY worker\n" in out
+        client = ManagementClient("http://127.0.0.1:%d" % management)
+        assert client.describe("probe-a")["batchSize"] == 2 and client.describe("probe-b")["maxBatchDelay"] == 7
+    finally:
+        stop(state_dir)
