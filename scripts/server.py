@@ -34,6 +34,7 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
+from mmsctl.handlers.contract import LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
@@ -41,7 +42,6 @@ from .management import ManagementClient
 from .models_file import ENGINE_ENV, merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 LOAD_FAILURES_FILE = "load_failures.log"
 LAUNCHER = "multi-model-server"
 
