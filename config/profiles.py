@@ -49,7 +49,7 @@ from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from mmsctl.errors import MmsctlError
-from mmsctl.handlers.contract import REQUIRE_DEVICE_ENV
+from mmsctl.handlers.contract import REQUIRE_DEVICE_ENV, THREADS_ENV
 
 PROFILES = ("ei", "gpu", "cpu-latency", "cpu-throughput")
 DEFAULT_INFERENCE_PORT = 8080
@@ -268,10 +268,6 @@ def build_profile(name, vcpus=None, gpus=None, model_store="model_store", infere
         unset_environment=ECS_METADATA_VARIABLES if unset_ecs_metadata else (),
         tls=check_tls(tls) if tls is not None else None,
     )
-
-
-#: per-model thread counts for the workers, ``MODEL=N`` pairs (read by mmsctl_handlers.threads)
-THREADS_ENV = "MMSCTL_THREADS"
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import logging
 import os
 import sys
 
+from .contract import THREADS_ENV
 from .errors import ModelLoadFailure
 
 logger = logging.getLogger(__name__)
 
-THREADS_ENV = "MMSCTL_THREADS"
 OMP_ENV = "OMP_NUM_THREADS"
 
 

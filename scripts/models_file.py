@@ -29,13 +29,13 @@ from typing import Optional
 
 from mmsctl.config import profiles
 from mmsctl.config.profiles import ModelRequest
+from mmsctl.handlers.contract import ENGINE_ENV
 
 from .errors import UsageError
 from .files import read_regular
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 ENGINES = ("auto", "mxnet", "onnxruntime")
-ENGINE_ENV = "MMSCTL_ENGINE"
 #: key -> (kind, lowest, highest, what it means)
 INTEGER_KEYS = {
     "workers": (1, 256, "workers of the model"),

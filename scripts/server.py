@@ -34,12 +34,12 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
-from mmsctl.handlers.contract import LOAD_FAILURES_ENV
+from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
-from .models_file import ENGINE_ENV, merge_engine_variable, model_settings, model_specs, planned
+from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_FILE = "load_failures.log"
