@@ -450,7 +450,9 @@ def cmd_list(args):
 def cmd_unregister(args):
     from . import loading
     client = _client(args)
-    loading.wait_until_loaded(client, args.name, args.timeout, "unregister model %s" % args.name)
+    if not args.force:
+        loading.wait_until_loaded(client, args.name, args.timeout, "unregister model %s" % args.name,
+                                  hint="; or pass --force to unregister it while it loads")
     print(client.unregister(args.name).get("status", "unregistered"))
 
 
@@ -515,6 +517,8 @@ def add_management_commands(sub):
     unreg.add_argument("name")
     unreg.add_argument("--timeout", type=float, default=300.0,
                        help="seconds to wait for a registration in progress (default 300)")
+    unreg.add_argument("--force", action="store_true",
+                       help="do not wait: unregister a model whose workers are still loading it or keep failing to")
     unreg.set_defaults(func=cmd_unregister)
 
     health = parser("health", "exit 0 only if the model(s) have READY workers (unlike /ping); MMS's READY is "

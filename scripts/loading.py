@@ -117,7 +117,7 @@ def load_status(client, name, frontend=None, described=None):
     return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count}
 
 
-def wait_until_loaded(client, name, timeout, what, poll=0.25):
+def wait_until_loaded(client, name, timeout, what, poll=0.25, hint=""):
     """Wait until every worker of ``name`` has loaded it; raise a clear ManagementError if that
     does not happen within ``timeout``. Returns the last described model (None if not registered)."""
     deadline = time.monotonic() + timeout
@@ -137,5 +137,6 @@ def wait_until_loaded(client, name, timeout, what, poll=0.25):
                 "%s: model %s is still loading (%d of %d workers have loaded it after %.0f s): a registration or "
                 "scale is in progress, or a worker keeps failing to load (see the server's logs); acting now "
                 "could make MMS drop the model, so nothing was sent: retry when `mmsctl describe %s` shows "
-                "allWorkersLoaded true" % (what, name, status["loadedWorkers"], status["workerCount"], timeout, name))
+                "allWorkersLoaded true%s" % (what, name, status["loadedWorkers"], status["workerCount"], timeout, name,
+                                             hint))
         time.sleep(poll)

@@ -154,9 +154,11 @@ def test_a_failed_scale_goes_back_and_a_failing_worker_is_not_scaled_over(mgmt, 
         assert_one_error_line(code, err, "scale model partial", "is still loading (1 of 2 workers have loaded it",
                               "nothing was sent")
         assert len(json.loads(run(capsys, "describe", "partial", "--management-url", mgmt.url)[1])["workers"]) == 2
+        code, _, err = run(capsys, "unregister", "partial", "--timeout", "1", "--management-url", mgmt.url)
+        assert_one_error_line(code, err, "unregister model partial", "is still loading", "--force")
+        assert run(capsys, "unregister", "partial", "--force", "--management-url", mgmt.url)[0] == 0
     finally:
-        run(capsys, "unregister", "partial", "--timeout", "1", "--management-url", mgmt.url)
-        requests.delete(mgmt.url + "/models/partial", timeout=60)
+        requests.delete(mgmt.url + "/models/partial", timeout=60)  # whatever failed above
 
 
 # -- every failure: one line, the server and the model named, non-zero exit ---------------------
