@@ -11,7 +11,7 @@ import sys
 from mmsctl.config.profiles import PROFILES
 
 from . import __version__
-from .errors import MmsctlError, UsageError
+from .errors import ManagementError, MmsctlError, UsageError
 
 DESCRIPTION = "Build, serve and deploy MXNet Model Server (.mar) archives."
 
@@ -382,7 +382,6 @@ def cmd_register(args):
 
 def cmd_scale(args):
     from . import loading
-    from .errors import ManagementError
     client = _client(args)
     what = "scale model %s" % args.name
     before = loading.wait_until_loaded(client, args.name, args.timeout, what)
