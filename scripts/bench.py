@@ -867,7 +867,7 @@ def run_bench(input_path, load, price, url=None, model=None, inprocess_archive=N
     title = "Benchmark of %s" % model + (" at %s" % url if url else " in-process")
     report = new_report(title, model, describe_input(input_path, body), load, price,
                         target={"url": url, "archive": os.path.abspath(inprocess_archive) if inprocess_archive
-                                else None, "profile": profile_name})
+                                else None, "profile": profile_name, "vcpus": profile.vcpus})
     config = profile_name or ("server" if url else "in-process")
     if url is not None:
         run_server_bench(url, model, input_path, load, price, progress=progress, message=message, config=config,

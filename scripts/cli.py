@@ -253,7 +253,8 @@ def cmd_serve(args):
 
     if args.foreground:
         return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
-                                       on_ready=lambda state: ready(state, stop_hint=False))
+                                       on_ready=lambda state: ready(state, stop_hint=False),
+                                       drain_timeout=args.drain_timeout)
     ready(server.start(profile, args.state_dir, models, ready_timeout=args.timeout))
     return 0
 
@@ -291,6 +292,9 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    serve.add_argument("--drain-timeout", type=float, default=server.drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
+                       help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
+                            "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     serve.set_defaults(func=cmd_serve)
 
     stop = sub.add_parser("stop", help="stop the server `mmsctl serve` started",
@@ -558,6 +562,8 @@ def add_ecs_commands(sub):
     from mmsctl.config.profiles import OPENMP_RUNTIMES
     from mmsctl.docker import ecs
 
+    from . import autoscaling
+
     def _list(text):
         return [item for item in text.split(",") if item]
 
@@ -574,7 +580,7 @@ def add_ecs_commands(sub):
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn, host_model_store=args.host_model_store, log_group=args.log_group,
-            region=args.region)))
+            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout)))
 
     def cmd_neuron(args):
         _print_json(ecs.neuron_task_definition(ecs.NeuronOptions(
@@ -634,6 +640,11 @@ def add_ecs_commands(sub):
                            "archives are in the image)")
     task.add_argument("--log-group", help="CloudWatch Logs group for the awslogs driver")
     task.add_argument("--region", help="region of --log-group (default us-east-1)")
+    task.add_argument("--metrics-port", type=int, help="serve /healthz and /readyz on this port (awsvpc tasks behind "
+                                                       "a load balancer: 8082)")
+    task.add_argument("--drain-timeout", type=int, default=ecs.DRAIN_TIMEOUT,
+                      help="seconds requests in flight get after SIGTERM (default %d; stopTimeout = this + %d)"
+                           % (ecs.DRAIN_TIMEOUT, ecs.STOP_MARGIN))
     roles(task)
     task.set_defaults(func=cmd_task_definition)
 
@@ -675,6 +686,7 @@ def add_ecs_commands(sub):
                      help="ei-connect (elastic-inference:Connect), task-trust (ecs-tasks.amazonaws.com), "
                           "instance-trust (ec2.amazonaws.com)")
     iam.set_defaults(func=cmd_iam)
+    autoscaling.add_command(actions)
 
 
 COMMAND_GROUPS.append(add_ecs_commands)

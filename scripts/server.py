@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,7 @@ import requests
 
 from mmsctl.config import profiles
 
+from . import drain
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
@@ -536,24 +538,33 @@ def clean_temporary_folder(state_dir):
         os.remove(pid_file)
 
 
-def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0):
+def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
+                     drain_timeout=drain.DEFAULT_DRAIN_TIMEOUT):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
-    SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
-    every process is gone when this returns: 0 when stopped by a signal, else the
-    server's exit status. A model that cannot load stops the server and raises.
+    SIGTERM/SIGINT once the models are loaded: the server drains (readiness fails,
+    requests in flight finish, at most ``drain_timeout`` s; see mmsctl.drain), then
+    the whole process group stops; before that, or at a second signal, it stops at
+    once (the second kills it). Every process is gone when this returns: 0 when
+    stopped by a signal, else the server's exit status. A model that cannot load
+    stops the server and raises.
     """
     state_dir = os.path.abspath(state_dir)
-    signals, launched = [], []
+    signals, launched, ready = [], [], []
 
     def forward(signum, _frame):
         signals.append(signum)
-        if launched:
+        if not launched:
+            return
+        if len(signals) == 1 and ready and drain_timeout > 0:
+            _drain_then_stop(launched[0], ready[0], drain_timeout, signals)
+        else:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        drain.clear_draining(state_dir)
         process, state = _launch(profile, state_dir, models)
     except BaseException:
         _restore(previous)
@@ -571,6 +582,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
                 raise ServerError(load_failure_message(state, failures))
             if on_ready is not None and not signals:
                 on_ready(state)
+            ready.append(state)
         except ServerError:
             if not signals:
                 raise
@@ -579,6 +591,18 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
+
+
+def _drain_then_stop(process, state, timeout, signals):
+    """Graceful stop (from the signal handler): mark draining and wait for the requests in
+    flight in a thread, then SIGTERM the server's group, unless a second signal killed it."""
+    def run():
+        drain.drain(state.state_dir, urlsplit(state.inference_url).port, timeout,
+                    log=lambda line: print(line, file=sys.stderr, flush=True))
+        if len(signals) == 1 and process.returncode is None:
+            _signal_group(process, signal.SIGTERM)
+
+    threading.Thread(target=run, name="mmsctl-drain", daemon=True).start()
 
 
 def _signal_group(process, sig):
