@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from mmsctl.config import profiles
+from mmsctl.drain import DEFAULT_DRAIN_TIMEOUT
 from mmsctl.errors import UsageError
 
 INFERENCE_PORT = 8080
@@ -52,7 +53,7 @@ HEALTH_CHECK = {"interval": 30, "timeout": 10, "retries": 3, "startPeriod": 120}
 #: after SIGTERM the server drains (requests in flight finish) for at most --drain-timeout
 #: seconds, then stops MMS (measured here: gone in 0.4 s); ECS waits stopTimeout =
 #: drain + margin before SIGKILL, at most 120 s
-DRAIN_TIMEOUT = 20
+DRAIN_TIMEOUT = int(DEFAULT_DRAIN_TIMEOUT)
 STOP_MARGIN = 10
 MAX_STOP_TIMEOUT = 120
 STOP_TIMEOUT = DRAIN_TIMEOUT + STOP_MARGIN

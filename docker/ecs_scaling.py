@@ -121,7 +121,8 @@ def scalable_target(cluster, service, min_tasks, max_tasks):
 
 def _policy(cluster, service, name, target_value, metric, scale_out_cooldown, scale_in_cooldown):
     if not isinstance(target_value, (int, float)) or not math.isfinite(target_value) or target_value <= 0:
-        raise EcsError("target value %r for %s: must be a positive number" % (target_value, metric["PredefinedMetricType"]))
+        raise EcsError("target value %r for %s: must be a positive number"
+                       % (target_value, metric["PredefinedMetricType"]))
     if scale_in_cooldown < scale_out_cooldown:
         raise EcsError("scale-in cooldown %d s is shorter than scale-out cooldown %d s: scale in slower than out"
                        % (scale_in_cooldown, scale_out_cooldown))

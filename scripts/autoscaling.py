@@ -40,7 +40,8 @@ def load_report(path):
         raise AutoscalingError("cannot read bench report %s: %s" % (path, err.strerror or err))
     except ValueError as err:
         raise AutoscalingError("bench report %s is not JSON (%s)" % (path, err))
-    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or not isinstance(report.get("rows"), list):
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT \
+            or not isinstance(report.get("rows"), list):
         raise AutoscalingError("%s is not a `mmsctl bench` report (format %s): pass DIR/report.json of `mmsctl bench "
                                "--out DIR`" % (path, REPORT_FORMAT))
     return report

@@ -5,6 +5,8 @@ and ``mmsctl ecs autoscaling`` on reports written by the bench code's own writer
 """
 import json
 import os
+import re
+import shlex
 import subprocess
 
 import botocore.session
@@ -196,7 +198,8 @@ def test_autoscaling_policies_track_requests_per_target_and_cpu(template):
         "Ref": "RequestsPerTargetPerMinute"}
     for policy in policies.values():
         config = policy["TargetTrackingScalingPolicyConfiguration"]
-        assert policy["PolicyType"] == "TargetTrackingScaling" and policy["ScalingTargetId"] == {"Ref": "ScalableTarget"}
+        assert policy["PolicyType"] == "TargetTrackingScaling"
+        assert policy["ScalingTargetId"] == {"Ref": "ScalableTarget"}
         assert (config["ScaleOutCooldown"], config["ScaleInCooldown"]) == ({"Ref": "ScaleOutCooldown"},
                                                                          {"Ref": "ScaleInCooldown"})
     parameters = template["Parameters"]
@@ -465,3 +468,58 @@ def test_mismatched_reports_are_refused_in_one_line(name, words, message, odd_re
     code, out, err = run_cli(capsys, "--bench-report", path, "--profile", "cpu-latency", "--cpu", "2048", *words)
     assert code == 2 and out == ""
     assert err.startswith("mmsctl: error: ") and err.count("\n") == 1 and message in err, err
+
+
+# -- the README's walkthrough ----------------------------------------------------------------------------
+def readme_section():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    start = text.index("### Scale out on ECS")
+    return text[start:text.index("\n## ", start)]
+
+
+def shell_lines(section):
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line.strip() for line in re.sub(r"\\\n\s*", " ", "\n".join(blocks)).splitlines() if line.strip()]
+
+
+def words_of(command):
+    return shlex.split(re.sub(r"\$\(?[A-Za-z_]+\)?", "X", command))
+
+
+@pytest.mark.unit
+def test_readme_walkthrough_commands_match_the_parser_and_the_template(template, report_path, capsys):
+    section = readme_section()
+    lines = shell_lines(section)
+    embedded = re.findall(r"\$\((mmsctl ecs autoscaling[^)]*)\)", " ".join(lines))
+    commands = [line for line in lines if line.startswith("mmsctl ")] + embedded
+    assert any(c.startswith("mmsctl ecs autoscaling") for c in commands) and embedded
+    parser = cli.build_parser()
+    for command in commands:
+        parser.parse_args(words_of(command)[1:])
+    deploys = [line for line in lines if line.startswith("aws cloudformation deploy")]
+    assert len(deploys) == 2 and all("--template-file docker/ecs/scale-out.yaml" in d for d in deploys)
+    given = set(re.findall(r"\b([A-Z][A-Za-z]+)=", re.sub(r"\$\(mmsctl[^)]*\)", "", deploys[0])))
+    code, printed, _ = run_cli(capsys, *words_of(embedded[0])[3:] + ["--bench-report", report_path])
+    assert code == 0
+    given |= {word.split("=")[0] for word in printed.split()}
+    parameters = template["Parameters"]
+    assert given <= set(parameters)
+    assert {name for name, p in parameters.items() if "Default" not in p} <= given
+    # the sample output in the README has the shape the command prints
+    sample = re.search(r"```\n(efficientnet-lite0 on .*?)```", section, re.S).group(1).strip().splitlines()
+    code, out, _ = run_cli(capsys, "--bench-report", report_path, "--profile", "cpu-latency", "--cpu", "2048",
+                           "--latency-p99-ms", "250")
+    shape = [re.sub(r"\d+(\.\d+)?", "N", line) for line in out.strip().splitlines()]
+    assert [re.sub(r"\d+(\.\d+)?", "N", line) for line in sample] == shape
+
+
+@pytest.mark.unit
+def test_cluster_template_stop_timeout_leaves_room_for_the_default_drain():
+    from cfnlint.decode import decode
+    cluster, _ = decode(os.path.join(ROOT, "docker", "ecs", "cluster.yaml"))
+    (container,) = cluster["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    args = cli.build_parser().parse_args(container["EntryPoint"][1:] + [
+        _resolve(w, cluster["Parameters"]) for w in container["Command"]])
+    assert args.drain_timeout == ecs.DRAIN_TIMEOUT
+    assert container["StopTimeout"] == ecs.STOP_TIMEOUT == args.drain_timeout + ecs.STOP_MARGIN

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from mmsctl import drain
+from mmsctl import drain, server
 from mmsctl.archives import mar
 
 from helpers import free_port
@@ -149,7 +149,6 @@ class ForegroundServer:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        from mmsctl import server
         if os.path.exists(os.path.join(self.state_dir, server.STATE_FILE)):
             server.stop(server.ServerState.load(self.state_dir))
 
@@ -173,31 +172,31 @@ def predict(port, results, index, delay=0.0):
 def run_sigterm_mid_flight(store, state_dir, drain_timeout, in_flight=4, late=True):
     """Start the server, put ``in_flight`` requests in flight (2 running, the rest queued),
     SIGTERM it, send one more request just after; return (results, exit code, seconds to exit, output)."""
-    server = ForegroundServer(store, state_dir, drain_timeout)
+    foreground = ForegroundServer(store, state_dir, drain_timeout)
     try:
-        assert server.ready.wait(240), server.output()[-3000:]
+        assert foreground.ready.wait(240), foreground.output()[-3000:]
         results = {}
-        threads = [threading.Thread(target=predict, args=(server.port, results, i)) for i in range(in_flight)]
+        threads = [threading.Thread(target=predict, args=(foreground.port, results, i)) for i in range(in_flight)]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while drain.in_flight(server.port) < in_flight and time.monotonic() < deadline:
+        while drain.in_flight(foreground.port) < in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
         started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
+        foreground.process.send_signal(signal.SIGTERM)
         if late:
-            threads.append(threading.Thread(target=predict, args=(server.port, results, in_flight, 0.5)))
+            threads.append(threading.Thread(target=predict, args=(foreground.port, results, in_flight, 0.5)))
             threads[-1].start()
         time.sleep(0.3)
         flagged = drain.is_draining(state_dir)
-        code = server.process.wait(timeout=drain_timeout + 60)
+        code = foreground.process.wait(timeout=drain_timeout + 60)
         elapsed = time.monotonic() - started
         for thread in threads:
             thread.join(timeout=60)
-        return results, code, elapsed, flagged, server.output()
+        return results, code, elapsed, flagged, foreground.output()
     finally:
-        server.close()
+        foreground.close()
 
 
 @pytest.mark.server
