@@ -13,10 +13,10 @@ import tempfile
 import zipfile
 
 from mmsctl.files import open_regular
+from mmsctl.handlers.contract import MANIFEST_PATH, SIGNATURE_FILE
 
 from .errors import InvalidInput, OutputExists, UnsafeArchive
 
-MANIFEST_PATH = "MAR-INF/MANIFEST.json"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _COMPRESS_SUFFIXES = (".json", ".txt", ".py", ".md")
 
@@ -118,8 +118,8 @@ def describe(path):
     with open_mar(path) as archive:
         manifest = read_manifest(archive)
         signature = None
-        if "signature.json" in archive.namelist():
-            signature = json.loads(archive.read("signature.json"))
+        if SIGNATURE_FILE in archive.namelist():
+            signature = json.loads(archive.read(SIGNATURE_FILE))
         entries = [{"name": info.filename, "size": info.file_size, "compressed": info.compress_size,
                     "stored": info.compress_type == zipfile.ZIP_STORED} for info in archive.infolist()]
     return {"path": os.path.abspath(path), "manifest": manifest, "signature": signature, "entries": entries}

@@ -8,8 +8,7 @@ import json
 import os
 import sys
 
-from mmsctl.archives.errors import ArchiveError
-from mmsctl.config.profiles import PROFILES, ProfileError
+from mmsctl.config.profiles import PROFILES
 
 from . import __version__
 from .errors import MmsctlError, UsageError
@@ -766,7 +765,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (MmsctlError, ArchiveError, ProfileError) as err:
+    except MmsctlError as err:
         print("mmsctl: error: %s" % err, file=sys.stderr)
         return getattr(err, "exit_code", 1)
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
+from mmsctl.handlers.contract import LOAD_FAILURES_ENV
 
 from . import drain
 from .errors import ManagementError, ServerError
@@ -42,7 +43,6 @@ from .files import remove_special_files
 from .management import ManagementClient
 
 STATE_FILE = "server.json"
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 LOAD_FAILURES_FILE = "load_failures.log"
 LAUNCHER = "multi-model-server"
 
