@@ -251,9 +251,16 @@ def cmd_serve(args):
             flush=True)
 
     if args.foreground:
+        from . import drain
+        state_dir = os.path.abspath(args.state_dir)
+        drain.clear_draining(state_dir)  # a stale flag would fail readiness
+
+        def requests_done():  # mark draining, wait for the requests in flight (mmsctl.drain)
+            drain.drain(state_dir, args.inference_port, args.drain_timeout,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
         return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
                                        on_ready=lambda state: ready(state, stop_hint=False),
-                                       drain_timeout=args.drain_timeout)
+                                       drain=requests_done if args.drain_timeout > 0 else None)
     ready(server.start(profile, args.state_dir, models, ready_timeout=args.timeout))
     return 0
 
@@ -266,7 +273,7 @@ def cmd_stop(args):
 
 
 def add_server_commands(sub):
-    from . import server
+    from . import drain, server
     config = sub.add_parser("config", help="render MMS config.properties profiles",
                             epilog=_example("mmsctl config render --profile cpu-throughput --vcpus 4"),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,7 +298,7 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
-    serve.add_argument("--drain-timeout", type=float, default=server.drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
+    serve.add_argument("--drain-timeout", type=float, default=drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
                        help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
                             "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     serve.set_defaults(func=cmd_serve)

@@ -37,7 +37,6 @@ import requests
 from mmsctl.config import profiles
 from mmsctl.handlers.contract import LOAD_FAILURES_ENV
 
-from . import drain
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
@@ -539,32 +538,27 @@ def clean_temporary_folder(state_dir):
 
 
 def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
-                     drain_timeout=drain.DEFAULT_DRAIN_TIMEOUT):
+                     drain=None):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
-    SIGTERM/SIGINT once the models are loaded: the server drains (readiness fails,
-    requests in flight finish, at most ``drain_timeout`` s; see mmsctl.drain), then
-    the whole process group stops; before that, or at a second signal, it stops at
-    once (the second kills it). Every process is gone when this returns: 0 when
-    stopped by a signal, else the server's exit status. A model that cannot load
-    stops the server and raises.
+    SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
+    once ready, a first signal runs ``drain()`` (in a thread) before that, when given;
+    every process is gone when this returns: 0 when stopped by a signal, else the
+    server's exit status. A model that cannot load stops the server and raises.
     """
     state_dir = os.path.abspath(state_dir)
     signals, launched, ready = [], [], []
 
     def forward(signum, _frame):
         signals.append(signum)
-        if not launched:
-            return
-        if len(signals) == 1 and ready and drain_timeout > 0:
-            _drain_then_stop(launched[0], ready[0], drain_timeout, signals)
-        else:
+        if launched and len(signals) == 1 and drain is not None and ready:
+            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+        elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        drain.clear_draining(state_dir)
         process, state = _launch(profile, state_dir, models)
     except BaseException:
         _restore(previous)
@@ -582,7 +576,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
                 raise ServerError(load_failure_message(state, failures))
             if on_ready is not None and not signals:
                 on_ready(state)
-            ready.append(state)
+            ready.append(True)
         except ServerError:
             if not signals:
                 raise
@@ -591,18 +585,6 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
-
-
-def _drain_then_stop(process, state, timeout, signals):
-    """Graceful stop (from the signal handler): mark draining and wait for the requests in
-    flight in a thread, then SIGTERM the server's group, unless a second signal killed it."""
-    def run():
-        drain.drain(state.state_dir, urlsplit(state.inference_url).port, timeout,
-                    log=lambda line: print(line, file=sys.stderr, flush=True))
-        if len(signals) == 1 and process.returncode is None:
-            _signal_group(process, signal.SIGTERM)
-
-    threading.Thread(target=run, name="mmsctl-drain", daemon=True).start()
 
 
 def _signal_group(process, sig):
