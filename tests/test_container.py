@@ -30,6 +30,8 @@ from mmsctl.docker import images
 
 from helpers import free_port
 
+pytestmark = [pytest.mark.installs, pytest.mark.slow, pytest.mark.server]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: outside the work tree, so that a fresh clone on the same machine (CI) reuses the base image and layers
 CACHE = os.environ.get("MMSCTL_CONTAINER_CACHE") or os.path.join(
