@@ -15,6 +15,7 @@ import zipfile
 from mmsctl.files import open_regular
 from mmsctl.handlers.contract import MANIFEST_PATH, SIGNATURE_FILE
 
+from . import batching
 from .errors import InvalidInput, OutputExists, UnsafeArchive
 
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -142,6 +143,22 @@ def engine_lines(signature):
         lines.append("%d. %s%s%s" % (rank, engine.get("name"), " " + engine["version"] if engine.get("version") else "",
                                      ": " + ", ".join(files) if files else ""))
     return lines
+
+
+def model_line(signature):
+    """What the archive serves and how, for ``archive inspect``.
+
+    >>> model_line({"task": "tensor", "batching": {"batchable": False, "reason": "input 's' is a scalar"}})[:87]
+    "tensor model (Open Inference Protocol v2), not batchable, because input 's' is a scalar"
+    >>> model_line({"task": "image-classification"})
+    'image classifier, batchable on the first axis (requests are cut into rows and batched)'
+    """
+    if not signature:
+        return "not an mmsctl archive (no signature.json)"
+    task = signature.get("task")
+    kind = {"tensor": "tensor model (Open Inference Protocol v2)", "image-classification": "image classifier"}.get(
+        task, "task %r" % task)
+    return "%s, %s" % (kind, batching.describe(signature.get("batching")))
 
 
 def extract(path, dest):

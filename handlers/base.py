@@ -146,7 +146,10 @@ class BaseHandler:
             try:
                 outputs = self.inference([item for _, _, item in pending])
                 for (idx, pos, _), output in zip(pending, outputs):
-                    batch[idx][1][pos] = self.postprocess(output)
+                    try:
+                        batch[idx][1][pos] = self.postprocess(output)
+                    except HandlerError as err:  # this part's own failure (inference may return one)
+                        batch[idx][1][pos] = err
             except HandlerError as err:
                 for idx, pos, _ in pending:
                     batch[idx][1][pos] = err

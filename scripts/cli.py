@@ -77,6 +77,7 @@ def cmd_archive_inspect(args):
         _print_json(info)
         return
     print("archive: %s" % info["path"])
+    print("model: " + mar.model_line(info["signature"]))
     print("manifest:")
     print("  " + json.dumps(info["manifest"], indent=2, sort_keys=True).replace("\n", "\n  "))
     print("engines (the worker's preference order):")
