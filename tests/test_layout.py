@@ -67,3 +67,11 @@ def test_handlers_never_import_the_operator_side():
                if module.split(".")[0] in ("mmsctl", "scripts", "archives", "config", "docker")]
         assert not bad, "handlers/%s imports %s: handlers run inside MMS on their own" % (name, bad)
 
+
+
+def test_test_modules_import_helpers_not_conftest():
+    modules = [name for name in os.listdir(os.path.join(REPO, "tests")) if name.startswith("test_")]
+    assert len(modules) > 10
+    for name in modules:
+        assert "conftest" not in set(imported_modules(os.path.join(REPO, "tests", name))), \
+            "tests/%s imports conftest: shared test code lives in tests/helpers.py" % name

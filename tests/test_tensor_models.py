@@ -31,7 +31,7 @@ from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 from mmsctl.handlers.tensor_model import TensorModel  # noqa: E402
 from mmsctl.management import ManagementClient, ManagementError  # noqa: E402
 
-from conftest import FakeContext  # noqa: E402
+from helpers import FakeContext  # noqa: E402
 
 JSON = {"Content-Type": "application/json"}
 F, F16, F64, I64, BOOL = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.BOOL
