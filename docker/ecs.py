@@ -77,10 +77,8 @@ class TaskOptions:
     the image's MXNet ("gnu" for the pip wheels; the writer's own MXNet is not
     asked). ``models`` are (name, file.mar) pairs in the model store: the
     image's /models, or ``host_model_store`` on the container instance, mounted
-    read-only. ``models_file`` is a models file in that store too (its name there),
-    and ``file_models`` its models (ModelSpecs, read and checked by the caller): the
-    server reads the file itself, the task names its models in the health check
-    and plans their threads.
+    read-only. ``models_file``: a models file's name in that store, ``file_models``
+    its ModelSpecs (read by the caller): planned here, read by the server there.
     """
 
     profile: str
@@ -137,10 +135,6 @@ def validate(options):
     if not options.models and not options.file_models:
         raise EcsError("--models NAME=FILE.mar or --models-file FILE.toml is required: the server's health check "
                        "needs a model to check")
-    if options.models_file is not None and (options.models_file.startswith("/") or ".." in options.models_file
-                                            or not options.file_models):
-        raise EcsError("--models-file %r: give the models file as it lies in the model store (%s), e.g. "
-                       "models.toml, and its models" % (options.models_file, CONTAINER_MODEL_STORE))
     names = all_model_names(options)
     if len(set(names)) != len(names):
         raise EcsError("a model name is given twice (--models and the models file): %s" % ", ".join(names))
