@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -34,11 +35,12 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
-from mmsctl.handlers.contract import LOAD_FAILURES_ENV
+from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
+from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_FILE = "load_failures.log"
@@ -58,6 +60,8 @@ class ServerState:
     management_url: str
     profile: str
     models: Dict[str, str] = field(default_factory=dict)
+    #: per model: the models file's settings and the plan's workers and threads
+    settings: Dict[str, dict] = field(default_factory=dict)
     server: str = "mms"  # or "torchserve" (mmsctl.torchserve)
 
     def save(self):
@@ -107,7 +111,10 @@ def server_environment(profile, state_dir, base=None):
     env = dict(os.environ if base is None else base)
     for key in profile.unset_environment:
         env.pop(key, None)
+    engine = env.get(ENGINE_ENV)
     env.update(profile.environment)
+    if ENGINE_ENV in profile.environment:  # the models file's engines, over the server's own preference
+        env[ENGINE_ENV] = merge_engine_variable(engine, profile.environment[ENGINE_ENV])
     tmp = os.path.join(state_dir, "tmp")
     logs = os.path.join(state_dir, "logs")
     env.update({"TEMP": tmp, "TMPDIR": tmp, "LOG_LOCATION": logs, "METRICS_LOCATION": logs,
@@ -280,10 +287,12 @@ def _inference_url(profile):
 
 
 def _launch(profile, state_dir, models, preparer=None, **popen):
-    """Check, write the state folder, start the launcher in its own session; return (process, state).
+    """Check, write the state folder, start the launcher in its own session; return (process, state, profile).
     ``preparer`` replaces :func:`prepare` for another server (mmsctl.torchserve)."""
-    models = dict(models or {})
+    specs = model_specs(models)
+    models = {spec.name: spec.archive for spec in specs}
     check_models(profile, models)
+    profile = planned(profile, specs)
     os.makedirs(state_dir, exist_ok=True)
     command, env = (preparer or prepare)(profile, state_dir)
     preflight(profile, env)
@@ -291,9 +300,9 @@ def _launch(profile, state_dir, models, preparer=None, **popen):
                                **popen)
     state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
                         management_url=profile.management_address, profile=profile.name, models=models,
-                        server=getattr(preparer, "server", "mms"))
+                        settings=model_settings(profile, specs), server=getattr(preparer, "server", "mms"))
     state.save()
-    return process, state
+    return process, state, profile
 
 
 def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None, preparer=None):
@@ -302,7 +311,7 @@ def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None, pre
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     log = stdout or open(os.path.join(state_dir, "logs", "server.out"), "ab")
     try:
-        process, state = _launch(profile, state_dir, models, preparer, stdout=log, stderr=subprocess.STDOUT)
+        process, state, profile = _launch(profile, state_dir, models, preparer, stdout=log, stderr=subprocess.STDOUT)
     finally:
         if stdout is None:
             log.close()
@@ -364,14 +373,17 @@ def wait_api(state, timeout, process=None):
 
 
 def load_models(state, profile, timeout):
-    """Register every model (``synchronous=true``, ``profile.workers`` workers each), in parallel;
-    return the failures, one line per model (none when all loaded).
+    """Register every model (``synchronous=true``, with its settings: workers, batch size,
+    batch delay, response timeout), in parallel; return the failures, one line per model
+    (none when all loaded).
 
     MMS answers 200 once each worker has loaded the model, and refuses (and drops)
     a model a worker cannot load; the reason is then in the server's logs.
     """
     def register(item):
         name, path = item
+        settings = state.settings.get(name, {})
+        workers = settings.get("workers", profile.workers)
         client = ManagementClient(state.management_url, timeout=timeout)
         try:
             entry = model_url(path, profile.model_store)
@@ -379,10 +391,12 @@ def load_models(state, profile, timeout):
                 entry = unpacked_entry(profile.model_store, entry) or entry
             if state.server == "torchserve":  # it finds only a store's top-level names; a full path anywhere
                 entry = os.path.join(profile.model_store, entry)
-            client.register(entry, name=name, workers=profile.workers, synchronous=True)
+            client.register(entry, name=name, workers=workers, batch_size=settings.get("batch_size"),
+                            max_batch_delay=settings.get("max_batch_delay_ms"),
+                            response_timeout=settings.get("response_timeout_s"), synchronous=True)
         except ManagementError as err:
             return "model %s: %s" % (name, err)
-        warm_request_path(state.inference_url, name, profile.workers)
+        warm_request_path(state.inference_url, name, workers)
         return None
 
     if not state.models:
@@ -549,25 +563,28 @@ def clean_temporary_folder(state_dir):
 
 
 def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
-                     preparer=None):
+                     drain=None, preparer=None):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
     SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
+    once ready, a first signal runs ``drain()`` (in a thread) before that, when given;
     every process is gone when this returns: 0 when stopped by a signal, else the
     server's exit status. A model that cannot load stops the server and raises.
     """
     state_dir = os.path.abspath(state_dir)
-    signals, launched = [], []
+    signals, launched, ready = [], [], []
 
     def forward(signum, _frame):
         signals.append(signum)
-        if launched:
+        if launched and len(signals) == 1 and drain is not None and ready:
+            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+        elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        process, state = _launch(profile, state_dir, models, preparer)
+        process, state, profile = _launch(profile, state_dir, models, preparer)
     except BaseException:
         _restore(previous)
         raise
@@ -584,6 +601,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
                 raise ServerError(load_failure_message(state, failures))
             if on_ready is not None and not signals:
                 on_ready(state)
+            ready.append(True)
         except ServerError:
             if not signals:
                 raise

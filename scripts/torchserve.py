@@ -12,7 +12,8 @@ What differs from MMS, and is set here:
 * ``disable_token_authorization=true``, allowed only while the management API is on loopback:
   mmsctl refuses ``--management-host`` elsewhere with TorchServe (its token authorization would
   then be needed, and mmsctl's clients do not send tokens).
-* A third port, the metrics API (``metrics_address``, TorchServe's default 8082), on 127.0.0.1.
+* A third port, TorchServe's metrics API (``metrics_address``, its default 8082), on 127.0.0.1
+  (``mmsctl serve --torchserve-metrics-port``).
 * ``default_response_timeout`` is in seconds (MMS 1.1.11 read that key as minutes).
 * ``--ncs``: no config snapshots (TorchServe would otherwise restore the last run's models).
 
@@ -136,9 +137,9 @@ def start(profile, state_dir, models=None, ready_timeout=180.0, metrics_port=DEF
     return server.start(profile, state_dir, models, ready_timeout=ready_timeout, preparer=preparer(metrics_port))
 
 
-def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None,
+def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, drain=None,
                      metrics_port=DEFAULT_METRICS_PORT):
     """Run TorchServe in front (a container's main process); see :func:`mmsctl.server.serve_foreground`."""
     check_profile(profile)
     return server.serve_foreground(profile, state_dir, models, ready_timeout=ready_timeout, on_ready=on_ready,
-                                   preparer=preparer(metrics_port))
+                                   drain=drain, preparer=preparer(metrics_port))
