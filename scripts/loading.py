@@ -26,6 +26,7 @@ import psutil
 from .errors import ManagementError
 
 WORKER_SCRIPT = "model_service_worker"
+TORCHSERVE_FRONTEND = "org.pytorch.serve.ModelServer"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
 
 
@@ -93,6 +94,14 @@ def worker_processes(frontend, model):
     return found
 
 
+def is_torchserve(frontend):
+    """True when the frontend is TorchServe's (mmsctl.torchserve), not MMS's."""
+    try:
+        return any(TORCHSERVE_FRONTEND in arg for arg in frontend.cmdline())
+    except psutil.Error:
+        return False
+
+
 def has_loaded(proc):
     """True once the worker's standard output is the pipe MMS opened for it after its LOAD answer."""
     try:
@@ -113,7 +122,10 @@ def load_status(client, name, frontend=None, described=None):
     frontend = frontend or frontend_for(client.base_url)
     if frontend is None:
         return {"workerCount": count, "loadedWorkers": None, "allWorkersLoaded": None}
-    loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
+    if is_torchserve(frontend):  # its READY is a worker that has loaded the model (one process each, no fork)
+        loaded = sum(1 for worker in described.get("workers", []) if worker.get("status") == "READY")
+    else:
+        loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
     return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count}
 
 

@@ -129,7 +129,10 @@ class ManagementClient:
 
     def describe(self, name, what=None):
         """MMS's description of a model; ``what`` names the operation in errors (default: describe)."""
-        return self._call("GET", "/models/" + quote(name, safe=""), what or "describe model %s" % name)[1]
+        body = self._call("GET", "/models/" + quote(name, safe=""), what or "describe model %s" % name)[1]
+        if isinstance(body, list):  # TorchServe describes each version of the model: mmsctl registers one
+            body = body[0] if body else {}
+        return body
 
     def list(self, limit=100):
         """All registered models, following ``nextPageToken``."""
@@ -154,10 +157,7 @@ class ManagementClient:
         in it. Models registered with ``synchronous=true`` (as ``mmsctl serve``
         does) have loaded in every worker when the registration returns.
         """
-        body = self.describe(name)
-        if isinstance(body, list):  # TorchServe answers one entry per version (the default first)
-            body = body[0] if body else {}
-        workers = body.get("workers", [])
+        workers = self.describe(name).get("workers", [])
         return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
 
     def health(self, names=None):

@@ -143,7 +143,7 @@ def pair(servers, torchserve_python, ts_store, tmp_path_factory):
     os.environ[torchserve.LAUNCHER_ENV] = os.path.dirname(os.path.dirname(torchserve_python))
     try:  # as a user starts it
         code = cli.main(["serve", "--server", "torchserve", "--profile", "cpu-latency", "--vcpus", "2",
-                         "--model-store", ts_store, "--state-dir", state_dir, "--timeout", "400",
+                         "--model-store", ts_store, "--state-dir", state_dir, "--timeout", "400", "--oversubscribe",
                          "--inference-port", str(free_port()), "--management-port", str(free_port()),
                          "--torchserve-metrics-port", str(free_port()), "--models"] + ["%s=%s" % item for item in MODELS.items()])
     finally:
@@ -151,9 +151,10 @@ def pair(servers, torchserve_python, ts_store, tmp_path_factory):
             os.environ.pop(torchserve.LAUNCHER_ENV)
         else:
             os.environ[torchserve.LAUNCHER_ENV] = saved
+    assert code == 0  # three small models on 2 vCPUs: --oversubscribe, as the MMS fixture does
     ts = server.ServerState.load(state_dir)
     try:
-        assert code == 0 and ts.server == "torchserve"
+        assert ts.server == "torchserve"
         yield {"mms": mms, "torchserve": ts}
     finally:
         server.stop(ts)
@@ -226,7 +227,8 @@ def test_mmsctl_management_commands_work_on_torchserve(pair, ts_store, capsys):
     assert {m["modelName"] for m in json.loads(capsys.readouterr().out)} == set(MODELS)
     assert cli.main(["describe", "tensor"] + url) == 0
     described = json.loads(capsys.readouterr().out)
-    assert described[0]["modelVersion"] == "1.0" and described[0]["workers"][0]["status"] == "READY"
+    assert described["modelVersion"] == "1.0" and described["workers"][0]["status"] == "READY"
+    assert described["loadedWorkers"] == 1 and described["allWorkersLoaded"] is True
     assert cli.main(["register", "tensor.mar", "--name", "tensor2", "--workers", "1"] + url) == 0
     assert cli.main(["scale", "tensor2", "--min-worker", "2"] + url) == 0
     assert ManagementClient(ts.management_url).ready_workers("tensor2") == (2, 2)
