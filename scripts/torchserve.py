@@ -42,11 +42,11 @@ PROFILES = ("cpu-latency", "cpu-throughput")
 def launcher(environ=None):
     """The ``torchserve`` launcher: ``$MMSCTL_TORCHSERVE`` (file or environment folder), this Python's, PATH.
 
-    >>> try:
+    >>> try:  # doctest: +ELLIPSIS
     ...     launcher({"MMSCTL_TORCHSERVE": "/nonexistent/venv"})
     ... except ServerError as err:
     ...     print(err)
-    MMSCTL_TORCHSERVE=/nonexistent/venv names no torchserve launcher (give the launcher's path or its virtualenv's folder)
+    MMSCTL_TORCHSERVE=/nonexistent/venv names no torchserve launcher (give the launcher's path or its ...)
     """
     environ = os.environ if environ is None else environ
     given = environ.get(LAUNCHER_ENV)

@@ -145,7 +145,8 @@ def pair(servers, torchserve_python, ts_store, tmp_path_factory):
         code = cli.main(["serve", "--server", "torchserve", "--profile", "cpu-latency", "--vcpus", "2",
                          "--model-store", ts_store, "--state-dir", state_dir, "--timeout", "400", "--oversubscribe",
                          "--inference-port", str(free_port()), "--management-port", str(free_port()),
-                         "--torchserve-metrics-port", str(free_port()), "--models"] + ["%s=%s" % item for item in MODELS.items()])
+                         "--torchserve-metrics-port", str(free_port()),
+                         "--models"] + ["%s=%s" % item for item in MODELS.items()])
     finally:
         if saved is None:
             os.environ.pop(torchserve.LAUNCHER_ENV)
