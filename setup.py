@@ -40,6 +40,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
+        "mmsctl": ["reference_handlers/*.py"],
         "mmsctl.config": ["*.properties", "*.json"],
         "mmsctl.docker": ["Dockerfile*", "ecs/*", "containers.conf"],
     },

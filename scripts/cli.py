@@ -480,7 +480,19 @@ def add_bench_commands(sub):
                                  inprocess_archive=args.inprocess or args.compare_inprocess, profile_name=args.profile,
                                  vcpus=args.vcpus, progress=progress, message=progress.message,
                                  log_dir=os.path.join(os.path.abspath(args.out), "inprocess-logs"))
-        return written(report, args, progress)
+        archive = args.inprocess or args.compare_inprocess
+        if archive:
+            from .limit import add_limit
+            add_limit(report, archive, load, message=progress.message,
+                      log_dir=os.path.join(os.path.abspath(args.out), "inprocess-logs", "limit"))
+        if args.url and args.management_url and args.model_store:
+            from .reference import add_floor
+            add_floor(report, args.profile or "server", args.management_url, args.url, args.model_store,
+                      requests=load.requests or 20, warmup=min(load.warmup, 5))
+        elif args.url:
+            report["notes"].append("MMS floor not measured: give --management-url URL and --model-store DIR of "
+                                   "the server to register a no-op handler on it")
+        return written(bench.finish_report(report), args, progress)
 
     def cmd_sweep(args):
         from . import sweep
@@ -513,6 +525,9 @@ def add_bench_commands(sub):
                         help="also run this archive in-process and report overhead = server p50 / in-process p50")
     parser.add_argument("--profile", choices=["cpu-latency", "cpu-throughput"],
                         help="the server's profile (workers x threads, for the report and the in-process side)")
+    parser.add_argument("--management-url", help="the server's management API: with --model-store, the MMS floor "
+                                                 "(a no-op handler) is registered there and measured")
+    parser.add_argument("--model-store", help="the server's model store (the floor model is written into it)")
     common(parser)
     parser.set_defaults(func=cmd_bench)
     kinds = parser.add_subparsers(dest="bench_action", metavar="ACTION")
