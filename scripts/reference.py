@@ -83,6 +83,7 @@ def docs_config(signature):
     return {"input_name": signature["inputs"][0]["name"], "height": int(spec["height"]), "width": int(spec["width"]),
             "resize": max(int(spec.get("resize") or 0), int(spec["height"]), int(spec["width"])),
             "mean": list(spec.get("mean", (0, 0, 0))), "std": list(spec.get("std", (1, 1, 1))),
+            "interpolation": spec.get("interpolation", "bilinear"),
             "apply_softmax": bool((signature.get("postprocess") or {}).get("apply_softmax", True))}
 
 

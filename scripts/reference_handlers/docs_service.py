@@ -3,7 +3,7 @@
 This is the independent yardstick of ``python -m mmsctl.bench_compare``: what a
 user writes from MMS's docs ("Custom Service", the MXNet vision service example):
 ``mx.model.load_checkpoint`` + ``mx.mod.Module`` bound for inference, PIL to
-decode the whole image, resize and centre crop to 224, mean/std, softmax, the
+decode the whole image, resize (the model's interpolation) and centre crop to 224, mean/std, softmax, the
 top-5 as JSON. None of mmsctl's handler code is used. The preprocessing numbers
 are read from ``docs_config.json``, written next to this file when the archive
 is built, so that it runs the same model as the mmsctl archive it is compared with.
@@ -50,10 +50,11 @@ class MXNetVisionService(object):
             img = Image.open(io.BytesIO(data)).convert("RGB")
             width, height = img.size
             short = self.config["resize"]
+            resample = Image.BICUBIC if self.config["interpolation"] == "bicubic" else Image.BILINEAR
             if width < height:
-                img = img.resize((short, max(1, round(height * short / width))), Image.BILINEAR)
+                img = img.resize((short, max(1, round(height * short / width))), resample)
             else:
-                img = img.resize((max(1, round(width * short / height)), short), Image.BILINEAR)
+                img = img.resize((max(1, round(width * short / height)), short), resample)
             width, height = img.size
             left, top = (width - self.config["width"]) // 2, (height - self.config["height"]) // 2
             img = img.crop((left, top, left + self.config["width"], top + self.config["height"]))
