@@ -205,9 +205,10 @@ def assemble(models, images, latency, floors, limits, saturated, resnet):
                 "postprocess_ms": (best or {}).get("postprocess_ms")})
     for (model, image), figures in saturated.items():
         engine, best = best_engine(limits.get(model), os.path.abspath(images[image]))
-        tput.append({"model": model, "image": image, "served_rps": figures["rps"], "concurrency": figures["concurrency"],
-                     "workers": figures["workers"], "errors": figures["errors"], "best_engine": engine,
-                     "inprocess_best_rps": (best or {}).get("rps"), "ratio": _ratio(figures["rps"], (best or {}).get("rps"))})
+        best_rps = (best or {}).get("rps")
+        tput.append({"model": model, "image": image, "served_rps": figures["rps"],
+                     "concurrency": figures["concurrency"], "workers": figures["workers"], "errors": figures["errors"], "best_engine": engine,
+                     "inprocess_best_rps": best_rps, "ratio": _ratio(figures["rps"], best_rps)})
     return {"rows": rows, "throughput": tput, "targets": targets(rows, tput, resnet), "limits": limits}
 
 

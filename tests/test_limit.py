@@ -100,8 +100,8 @@ def test_markdown_names_both_engines_the_best_and_the_breakdown():
     assert "## Independent in-process limit" in text and "## Per-request breakdown (concurrency 1)" in text
     assert "|chelsea.png|onnxruntime (best)|onnxruntime here|4.0|10.0|0.50|14.5|" in text
     assert "|chelsea.png|mxnet|unavailable: UsageError: the archive has no MXNet checkpoint|" in text
-    assert "|cpu-latency|chelsea.png|3.0|4.0|10.0|0.50|14.5 (onnxruntime)|mxnet n/a / onnxruntime 14.5|20.0|1.379|" \
-        in text
+    expected = "|cpu-latency|chelsea.png|3.0|4.0|10.0|0.50|14.5 (onnxruntime)|mxnet n/a / onnxruntime 14.5|20.0|1.379|"
+    assert expected in text
     both = bench.render_markdown(a_report())
     assert "onnxruntime (best)" in both and "|chelsea.png|mxnet|mxnet here|4.0|14.0|0.50|18.5|" in both
 
@@ -177,7 +177,18 @@ def test_compare_rows_and_targets_from_known_figures():
     result.update({"machine": {"hostname": "h", "vcpus": 2, "cpu": "c"}, "requests": 5, "limit_requests": 3,
                    "docs_handler_packed_by": "model-archiver"})
     text = bench_compare.render(result)
-    assert "| resnet-18 | chelsea.png | mmsctl | 45.0 | 3.0 | 0.750 | 40.5 (onnxruntime) | 1.111 | 44.5 | 1.011 |" in text
+    row = "| resnet-18 | chelsea.png | mmsctl | 45.0 | 3.0 | 0.750 | 40.5 (onnxruntime) | 1.111 | 44.5 | 1.011 |"
+    assert row in text
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["cpu-latency", "cpu-throughput", "ei"])
+def test_profiles_keep_async_logging_as_measured(name):
+    """Issue 11 item 5: async_logging=true measured better (python -m mmsctl.request_costs; the numbers are in
+    config/profiles.py and the README), so every profile and the rendered reference files keep it."""
+    profile = profiles.build_profile(name, vcpus=4)
+    assert profiles.properties(profile)["async_logging"] == "true"
+    assert "\nasync_logging=true\n" in profiles.render_properties(profile)
 
 
 @pytest.mark.unit
