@@ -542,7 +542,8 @@ def add_bench_commands(sub):
                               help="profiles, comma-separated (default cpu-latency,cpu-throughput)")
     sweep_parser.add_argument("--batch-sizes", default="1", help="server-side batch sizes, e.g. 1,4 (default 1)")
     sweep_parser.add_argument("--max-batch-delay", type=int, default=50, help="ms MMS waits to fill a batch")
-    sweep_parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process limit")
+    sweep_parser.add_argument("--no-inprocess", action="store_true",
+                              help="skip the in-process runs (the archive's pipelines and the independent limit)")
     sweep_parser.add_argument("--keep-server-files", action="store_true",
                               help="keep each server's tmp folder (unpacked archive) next to its logs")
     sweep_parser.add_argument("--unpacked", action="store_true",

@@ -253,3 +253,25 @@ def test_docs_style_handler_answers_like_our_archive(model_store, servers, cat_p
     assert answers["docs"][0]["class"] == answers["ours"][0]["class"] == "n02123159 tiger cat"
     assert answers["docs"][0]["probability"] == pytest.approx(answers["ours"][0]["probability"], abs=1e-4)
     assert [a["class"] for a in answers["docs"][:3]] == [a["class"] for a in answers["ours"][:3]]
+
+
+@pytest.mark.slow
+def test_limit_of_single_engine_archives(resnet_checkpoint, cat_photo, tmp_path):
+    """An MXNet-only archive: onnxruntime runs on an export made here; an onnxruntime-only archive:
+    the MXNet side is reported unavailable, with the reason, and the limit still has a best engine."""
+    from mmsctl.archives import mxnet_checkpoint
+    paths = {}
+    for engine in ("mxnet", "onnxruntime"):
+        paths[engine] = mxnet_checkpoint.build(mxnet_checkpoint.ResnetConfig(
+            name="r18-" + engine, symbol=resnet_checkpoint["symbol"], params=resnet_checkpoint["params"],
+            synset=resnet_checkpoint["synset"], export_path=str(tmp_path), engine=engine))
+    key = os.path.abspath(cat_photo)
+    only_mxnet = limit.run_limit(paths["mxnet"], [cat_photo], requests=2, warmup=1, log_dir=str(tmp_path / "logs"))
+    engines = only_mxnet["engines"]
+    assert engines["mxnet"]["available"] and engines["onnxruntime"]["available"]
+    assert "exported here from the archive's MXNet checkpoint" in engines["onnxruntime"]["how"]
+    assert engines["mxnet"]["inputs"][key]["top1"] == engines["onnxruntime"]["inputs"][key]["top1"]
+    only_ort = limit.run_limit(paths["onnxruntime"], [cat_photo], requests=2, warmup=1, log_dir=str(tmp_path / "logs"))
+    assert only_ort["engines"]["mxnet"] == {"available": False, "why": "UsageError: the archive has no MXNet "
+                                                                      "checkpoint (onnxruntime-only archive)"}
+    assert only_ort["best"][key] == "onnxruntime"
