@@ -120,8 +120,8 @@ def build_docs_archive(archive, export_path, name, force=True, tool=None):
                 command.append("--force")
             done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
             if done.returncode != 0 or not os.path.isfile(path):
-                raise UsageError("model-archiver failed (status %d): %s" % (
-                    done.returncode, (done.stderr or done.stdout).strip().splitlines()[-1:] or ""))
+                last = ((done.stderr or done.stdout or "").strip().splitlines() or ["no output"])[-1]
+                raise UsageError("model-archiver failed (status %d): %s" % (done.returncode, last))
             return path, "model-archiver (%s)" % tool
         entries = {entry: _read(os.path.join(folder, entry)) for entry in os.listdir(folder)}
         entries[mar.MANIFEST_PATH] = json.dumps(_manifest(
