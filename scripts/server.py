@@ -34,13 +34,13 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
+from mmsctl.handlers.contract import LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
 
 STATE_FILE = "server.json"
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 LOAD_FAILURES_FILE = "load_failures.log"
 LAUNCHER = "multi-model-server"
 
