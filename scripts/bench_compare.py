@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image
 
 from mmsctl.archives import mxnet_checkpoint
-from mmsctl.archives.errors import ArchiveError
 from mmsctl.config import profiles
 
 from . import reference, server
@@ -298,7 +297,7 @@ def main(argv=None):
 
     try:
         result = run(args, message)
-    except (MmsctlError, ArchiveError) as err:
+    except MmsctlError as err:
         print("mmsctl: error: %s" % err, file=sys.stderr)
         return 1
     text = render(result)

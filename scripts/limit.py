@@ -29,6 +29,7 @@ import numpy as np
 
 from mmsctl.archives import mar, onnx_model
 from mmsctl.config.profiles import detect_vcpus
+from mmsctl.handlers.contract import HANDLER_PACKAGE, SIGNATURE_FILE
 
 from .bench import BenchError, percentile
 from .breakdown import best_engine
@@ -124,11 +125,11 @@ def child_main(argv=None):
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # framework banners go to the log, the result alone to stdout
     model_dir = os.path.realpath(args.model_dir)
-    with open(os.path.join(model_dir, "signature.json"), encoding="utf-8") as handle:
+    with open(os.path.join(model_dir, SIGNATURE_FILE), encoding="utf-8") as handle:
         signature = json.load(handle)
     sys.path.insert(0, model_dir)  # the archive's own handler package, not the installed one
-    imaging = importlib.import_module("mmsctl_handlers.imaging")
-    topk = importlib.import_module("mmsctl_handlers.topk")
+    imaging = importlib.import_module(HANDLER_PACKAGE + ".imaging")
+    topk = importlib.import_module(HANDLER_PACKAGE + ".topk")
     post = signature.get("postprocess") or {}
     with open(os.path.join(model_dir, post.get("synset", "synset.txt")), encoding="utf-8") as handle:
         labels = [line.rstrip("\r\n") for line in handle if line.strip()]

@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 from mmsctl.archives import mar
+from mmsctl.handlers.contract import MANIFEST_PATH, SIGNATURE_FILE
 
 from .bench import HttpSender, run_phase, summarize
 from .errors import ManagementError, UsageError
@@ -46,8 +47,9 @@ def write_floor(model_store):
     if not os.path.isdir(model_store) or not os.access(model_store, os.W_OK):
         return None
     target = os.path.join(model_store, FLOOR_ENTRY)
-    os.makedirs(os.path.join(target, "MAR-INF"), exist_ok=True)
-    with open(os.path.join(target, "MAR-INF", "MANIFEST.json"), "w", encoding="utf-8") as handle:
+    manifest = os.path.join(target, *MANIFEST_PATH.split("/"))
+    os.makedirs(os.path.dirname(manifest), exist_ok=True)
+    with open(manifest, "w", encoding="utf-8") as handle:
         json.dump(_manifest(FLOOR_MODEL, "noop_service:handle", "MMS floor: answers without reading the body"),
                   handle, indent=2)
     shutil.copyfile(NOOP_SOURCE, os.path.join(target, "noop_service.py"))
@@ -59,9 +61,9 @@ def read_archive(archive):
     with mar.open_mar(archive) as handle:
         manifest = mar.read_manifest(handle)
         names = set(handle.namelist())
-        if "signature.json" not in names:
-            raise UsageError("%s has no signature.json: not an mmsctl archive" % archive)
-        signature = json.loads(handle.read("signature.json"))
+        if SIGNATURE_FILE not in names:
+            raise UsageError("%s has no %s: not an mmsctl archive" % (archive, SIGNATURE_FILE))
+        signature = json.loads(handle.read(SIGNATURE_FILE))
         engines = signature.get("engines") or [signature.get("engine") or {}]
         mxnet = next((engine for engine in engines if engine.get("name") == "mxnet"), None)
         if mxnet is None:
@@ -124,7 +126,7 @@ def build_docs_archive(archive, export_path, name, force=True, tool=None):
                 raise UsageError("model-archiver failed (status %d): %s" % (done.returncode, last))
             return path, "model-archiver (%s)" % tool
         entries = {entry: _read(os.path.join(folder, entry)) for entry in os.listdir(folder)}
-        entries[mar.MANIFEST_PATH] = json.dumps(_manifest(
+        entries[MANIFEST_PATH] = json.dumps(_manifest(
             name, "docs_service:handle", "docs-style reference handler (Module API, PIL)")).encode()
         mar.write_mar(path, entries, force=force)
         return path, "mmsctl's plain .mar writer (model-archiver is not installed)"

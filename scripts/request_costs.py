@@ -27,7 +27,6 @@ import timeit
 from PIL import Image
 
 from mmsctl.archives import mxnet_checkpoint
-from mmsctl.archives.errors import ArchiveError
 from mmsctl.config import profiles
 
 from . import reference, server
@@ -167,7 +166,7 @@ def main(argv=None):
                 if not os.path.isfile(os.path.join(store, DEFAULT_MODEL + ".mar")):
                     mxnet_checkpoint.build_efficientnet_lite0(store)
                 ab = logging_ab(store, bodies, args.requests, args.chunk, args.vcpus, out, message)
-            except (MmsctlError, ArchiveError) as err:
+            except MmsctlError as err:
                 print("mmsctl: error: %s" % err, file=sys.stderr)
                 return 1
         print(render(costs, shared, ab, args.requests))
