@@ -33,7 +33,7 @@ from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
 
 from . import reference, server
-from .bench import HttpSender, machine_info, run_phase, summarize
+from .bench import HttpSender, _loadavg, machine_info, run_phase, summarize
 from .breakdown import best_engine
 from .errors import MmsctlError
 from .limit import run_limit
@@ -154,6 +154,7 @@ def run(args, message):
     message("cpu-latency server: %d worker x %d threads, models %s" % (profile.workers, profile.omp_threads,
                                                                       ", ".join(models)))
     state = server.start(profile, os.path.join(out, "servers", "cpu-latency"), models, ready_timeout=600)
+    load = {"served latency": _loadavg()}
     try:
         bodies = {image: _read(path) for image, path in images.items()}
         floors = {image: reference.measure_floor(state.management_url, state.inference_url, store, body,
@@ -165,16 +166,18 @@ def run(args, message):
     finally:
         server.stop(state)
     limits = {}
+    load["in-process limit"] = _loadavg()
     for model in (DEFAULT_MODEL, resnet):
         limits[model] = run_limit(os.path.join(store, models[model]), list(images.values()),
                                   requests=args.limit_requests, warmup=args.warmup,
                                   log_dir=os.path.join(out, "limit-logs"), message=message)
     saturated = {}
     if not args.skip_throughput:
+        load["throughput"] = _loadavg()
         saturated = throughput(store, {m: models[m] for m in (DEFAULT_MODEL, resnet)}, images,
                                args.throughput_requests, args.vcpus, out, message)
     result = assemble(models, images, latency, floors, limits, saturated, resnet)
-    result.update({"machine": machine_info(), "docs_handler_packed_by": packed_by, "seconds": time.time() - started,
+    result.update({"load_average_at": load, "machine": machine_info(), "docs_handler_packed_by": packed_by, "seconds": time.time() - started,
                    "requests": args.requests, "limit_requests": args.limit_requests,
                    "throughput_requests": args.throughput_requests})
     return result
@@ -264,6 +267,10 @@ def render(result):
             lines.append("| %s | %s | %s (%d, %d) | %s (%s) | %s |" % (
                 r["model"], r["image"], _f(r["served_rps"], 2), r["workers"], r["concurrency"],
                 _f(r["inprocess_best_rps"], 2), r["best_engine"], _f(r["ratio"], 3)))
+    if result.get("load_average_at"):
+        lines += ["", "Load average (1, 5, 15 min) when each phase started: %s. The phases run one after the other: "
+                  "on a busy machine compare only ratios measured within one phase (served vs docs handler)." % (
+                      "; ".join("%s %s" % (phase, value) for phase, value in result["load_average_at"].items()))]
     lines += ["", "| target | value | |", "|---|---|---|"]
     for t in result["targets"]:
         lines.append("| %s | %s | %s |" % (t["target"], _f(t["value"], 3),
