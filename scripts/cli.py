@@ -252,8 +252,16 @@ def cmd_serve(args):
             flush=True)
 
     if args.foreground:
+        from . import drain
+        state_dir = os.path.abspath(args.state_dir)
+        drain.clear_draining(state_dir)  # a stale flag would fail readiness
+
+        def requests_done():  # mark draining, wait for the requests in flight (mmsctl.drain)
+            drain.drain(state_dir, args.inference_port, args.drain_timeout,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
         return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
-                                       on_ready=lambda state: ready(state, stop_hint=False))
+                                       on_ready=lambda state: ready(state, stop_hint=False),
+                                       drain=requests_done if args.drain_timeout > 0 else None)
     ready(server.start(profile, args.state_dir, models, ready_timeout=args.timeout))
     return 0
 
@@ -266,7 +274,7 @@ def cmd_stop(args):
 
 
 def add_server_commands(sub):
-    from . import server
+    from . import drain, server
     config = sub.add_parser("config", help="render MMS config.properties profiles",
                             epilog=_example("mmsctl config render --profile cpu-throughput --vcpus 4"),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,6 +299,9 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    serve.add_argument("--drain-timeout", type=float, default=drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
+                       help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
+                            "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     serve.set_defaults(func=cmd_serve)
 
     stop = sub.add_parser("stop", help="stop the server `mmsctl serve` started",
@@ -574,6 +585,8 @@ def add_ecs_commands(sub):
     from mmsctl.config.profiles import OPENMP_RUNTIMES
     from mmsctl.docker import ecs
 
+    from . import autoscaling
+
     def _list(text):
         return [item for item in text.split(",") if item]
 
@@ -590,7 +603,7 @@ def add_ecs_commands(sub):
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn, host_model_store=args.host_model_store, log_group=args.log_group,
-            region=args.region)))
+            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout)))
 
     def cmd_neuron(args):
         _print_json(ecs.neuron_task_definition(ecs.NeuronOptions(
@@ -650,6 +663,11 @@ def add_ecs_commands(sub):
                            "archives are in the image)")
     task.add_argument("--log-group", help="CloudWatch Logs group for the awslogs driver")
     task.add_argument("--region", help="region of --log-group (default us-east-1)")
+    task.add_argument("--metrics-port", type=int, help="serve /healthz and /readyz on this port (awsvpc tasks behind "
+                                                       "a load balancer: 8082)")
+    task.add_argument("--drain-timeout", type=int, default=ecs.DRAIN_TIMEOUT,
+                      help="seconds requests in flight get after SIGTERM (default %d; stopTimeout = this + %d)"
+                           % (ecs.DRAIN_TIMEOUT, ecs.STOP_MARGIN))
     roles(task)
     task.set_defaults(func=cmd_task_definition)
 
@@ -691,6 +709,7 @@ def add_ecs_commands(sub):
                      help="ei-connect (elastic-inference:Connect), task-trust (ecs-tasks.amazonaws.com), "
                           "instance-trust (ec2.amazonaws.com)")
     iam.set_defaults(func=cmd_iam)
+    autoscaling.add_command(actions)
 
 
 COMMAND_GROUPS.append(add_ecs_commands)
