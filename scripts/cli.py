@@ -13,6 +13,7 @@ from mmsctl.config.profiles import PROFILES, ProfileError
 
 from . import __version__
 from .errors import MmsctlError, UsageError
+from .metrics import cli as metrics_cli
 
 DESCRIPTION = "Build, serve and deploy MXNet Model Server (.mar) archives."
 
@@ -241,26 +242,44 @@ def cmd_serve(args):
     from . import server
     profile = _profile_from(args)
     models = dict(args.models or [])
+    metrics = metrics_cli.plan(args)  # (host, port) of the exporter, or None
 
-    def ready(state, stop_hint=True):
-        print("serving %s on %s (management %s, profile %s: %d worker%s x %d thread%s)%s" % (
+    def ready(state, stop_hint=True, metrics_url=None):
+        print("serving %s on %s (management %s, profile %s: %d worker%s x %d thread%s)%s%s" % (
             ", ".join(models) or "no model", state.inference_url, state.management_url, profile.name,
             profile.workers, "" if profile.workers == 1 else "s", profile.omp_threads,
             "" if profile.omp_threads == 1 else "s",
+            "; metrics, /healthz, /readyz on %s" % metrics_url if metrics_url else "",
             ("; stop with: mmsctl stop" + ("" if args.state_dir == server.default_state_dir()
                                             else " --state-dir " + args.state_dir)) if stop_hint else ""),
             flush=True)
 
     if args.foreground:
-        return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
-                                       on_ready=lambda state: ready(state, stop_hint=False))
-    ready(server.start(profile, args.state_dir, models, ready_timeout=args.timeout))
+        exporters = []
+
+        def on_ready(state):
+            if metrics:
+                exporters.append(metrics_cli.start_in_process(metrics, state, emf=args.emf))
+            ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
+
+        def drain():
+            if exporters:
+                metrics_cli.runner.drain(exporters[0], exporters[0].state_dir, min_seconds=args.drain_seconds)
+        try:
+            return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
+                                           on_ready=on_ready, drain=drain)
+        finally:
+            for exporter in exporters:
+                exporter.stop()
+    state = server.start(profile, args.state_dir, models, ready_timeout=args.timeout)
+    ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf) if metrics else None)
     return 0
 
 
 def cmd_stop(args):
     from . import server
     state = server.ServerState.load(args.state_dir)
+    metrics_cli.stop(args.state_dir)
     count = server.stop(state)
     print("stopped server pid %d (%d processes)" % (state.pid, count))
 
@@ -291,6 +310,7 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    metrics_cli.add_serve_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     stop = sub.add_parser("stop", help="stop the server `mmsctl serve` started",
@@ -732,6 +752,7 @@ def add_soak_commands(sub):
 
 
 COMMAND_GROUPS.append(add_soak_commands)
+COMMAND_GROUPS.append(metrics_cli.add_top_command)
 
 
 def build_parser():

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,7 @@ from mmsctl.config import profiles
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
+from .metrics import logconfig
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
@@ -264,7 +266,8 @@ def prepare(profile, state_dir):
         handle.write(profiles.render_properties(profile))
     os.chmod(config_path, 0o600)
     command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
-               "--model-store", profile.model_store]
+               "--model-store", profile.model_store,
+               "--log-config", logconfig.write(state_dir)]  # our layouts, which mmsctl.metrics reads
     return command, server_environment(profile, state_dir)
 
 
@@ -536,20 +539,24 @@ def clean_temporary_folder(state_dir):
         os.remove(pid_file)
 
 
-def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0):
+def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
+                     drain=None):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
     SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
+    once ready, a first signal runs ``drain()`` (in a thread) before that, when given;
     every process is gone when this returns: 0 when stopped by a signal, else the
     server's exit status. A model that cannot load stops the server and raises.
     """
     state_dir = os.path.abspath(state_dir)
-    signals, launched = [], []
+    signals, launched, ready = [], [], []
 
     def forward(signum, _frame):
         signals.append(signum)
-        if launched:
+        if launched and len(signals) == 1 and drain is not None and ready:
+            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+        elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -571,6 +578,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
                 raise ServerError(load_failure_message(state, failures))
             if on_ready is not None and not signals:
                 on_ready(state)
+            ready.append(True)
         except ServerError:
             if not signals:
                 raise
