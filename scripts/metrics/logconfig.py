@@ -11,7 +11,9 @@ changes only what the exporter reads, so that the layout is ours, not guessed:
   (``W-9000-m State change WORKER_STARTED -> WORKER_MODEL_LOADED``): the one signal
   that a worker has really loaded its model (MMS's ``READY`` is a running thread).
 
-``mms_log.log`` and ``model_log.log`` keep MMS's human layout.
+``mms_log.log`` and ``model_log.log`` keep MMS's human layout. Unlike MMS's file, a
+frontend line is written once to ``mms_log.log`` (MMS's logger and root both wrote it),
+and the access and metrics lines only to their own files.
 """
 import os
 from xml.sax.saxutils import quoteattr
@@ -29,6 +31,8 @@ WORKER_THREAD_LOGGER = "com.amazonaws.ml.mms.wlm.WorkerThread"
 MACHINE_LAYOUT = "%d{UNIX_MILLIS} %m%n"
 HUMAN_LAYOUT = "%d{ISO8601} [%-5p] %t %c - %m%n"
 ROLL_SIZE = "100 MB"
+#: another size for the rotation (e.g. "4 KB": tests rotate the logs of a real server)
+ROLL_SIZE_ENV = "MMSCTL_LOG_ROLL_SIZE"
 ROLL_KEEP = 5
 
 _APPENDER = """        <RollingFile name={name} fileName={file} filePattern={pattern}>
@@ -86,7 +90,8 @@ def render(log_dir, roll_size=ROLL_SIZE):
         <Logger name="{worker}" level="debug">
             <AppenderRef ref="worker_state"/>
         </Logger>
-        <Logger name="com.amazonaws.ml.mms" level="debug">
+        <Logger name="com.amazonaws.ml.mms" level="debug" additivity="false">
+            <AppenderRef ref="STDOUT"/>
             <AppenderRef ref="mms_log"/>
         </Logger>
         <Logger name="MMS_METRICS" level="all" additivity="false">
@@ -101,8 +106,9 @@ def render(log_dir, roll_size=ROLL_SIZE):
 """.format(appenders=appenders, worker=WORKER_THREAD_LOGGER)
 
 
-def write(state_dir, roll_size=ROLL_SIZE):
+def write(state_dir, roll_size=None):
     """Write ``<state_dir>/log4j2.xml`` for the logs in ``<state_dir>/logs``; return its path."""
+    roll_size = roll_size or os.environ.get(ROLL_SIZE_ENV) or ROLL_SIZE
     path = os.path.join(state_dir, LOG_CONFIG_FILE)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render(os.path.join(os.path.abspath(state_dir), "logs"), roll_size))

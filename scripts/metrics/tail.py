@@ -26,6 +26,8 @@ class Follower:
         self._partial = b""
         self._first = not from_start
         self.rotations = 0
+        if not self._open():  # the end is where the file is now, not at the first read
+            self._first = False  # missing now: when it appears, all of it is new
 
     def _open(self):
         try:
@@ -47,19 +49,20 @@ class Follower:
         return (info.st_dev, info.st_ino), info.st_size
 
     def unread_bytes(self):
-        """Bytes in the file that this follower has not read yet (0 when it is missing)."""
+        """Bytes of the file not turned into lines yet (an unfinished last line counts; 0 when missing)."""
         current = self._current_identity()
-        if current is None or self._handle is None:
-            return current[1] if current and not self._first else 0
+        if current is None:
+            return len(self._partial)
+        if self._handle is None:
+            return 0 if self._first else current[1]
         if current[0] != self._identity:
-            return current[1]
-        return max(0, current[1] - self._handle.tell())
+            return current[1] + len(self._partial)
+        return max(0, current[1] - self._handle.tell()) + len(self._partial)
 
     def lines(self):
         """The complete lines (str, without the newline) written since the last call."""
         if self._handle is None:
             if not self._open():
-                self._first = False  # missing at start: when it appears, it is all new
                 return []
         out = self._read_available()
         current = self._current_identity()
