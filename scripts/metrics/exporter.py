@@ -60,6 +60,7 @@ class Exporter:
         self.httpd.daemon_threads = True
         self.url = "http://%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, self.httpd.server_port)
         self._threads = []
+        self._tail_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self):
@@ -94,6 +95,10 @@ class Exporter:
 
     # -- reading -------------------------------------------------------------------------------
     def tail_once(self):
+        with self._tail_lock:  # the tail thread, /readyz and the drain all read
+            self._tail_once()
+
+    def _tail_once(self):
         for name, follower, parser in self.tailed:
             lines = follower.lines()
             now = time.time()
