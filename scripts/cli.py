@@ -242,7 +242,7 @@ def cmd_serve(args):
     from . import server
     profile = _profile_from(args)
     models = dict(args.models or [])
-    metrics = metrics_cli.plan(args)  # (host, port) of the exporter, or None
+    metrics = metrics_cli.plan(args)  # where the exporter will listen (None: --metrics-port 0)
 
     def ready(state, stop_hint=True, metrics_url=None):
         print("serving %s on %s (management %s, profile %s: %d worker%s x %d thread%s)%s%s" % (
@@ -258,13 +258,12 @@ def cmd_serve(args):
         exporters = []
 
         def on_ready(state):
-            if metrics:
-                exporters.append(metrics_cli.start_in_process(metrics, state, emf=args.emf))
+            exporter = metrics_cli.start_in_process(metrics, state, emf=args.emf)
+            exporters.extend([exporter] if exporter else [])
             ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
 
-        def drain():
-            if exporters:
-                metrics_cli.runner.drain(exporters[0], exporters[0].state_dir, min_seconds=args.drain_seconds)
+        def drain():  # on SIGTERM: /readyz says "draining" until in-flight requests are done
+            metrics_cli.drain(exporters, args.drain_seconds)
         try:
             return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
                                            on_ready=on_ready, drain=drain)
@@ -272,7 +271,7 @@ def cmd_serve(args):
             for exporter in exporters:
                 exporter.stop()
     state = server.start(profile, args.state_dir, models, ready_timeout=args.timeout)
-    ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf) if metrics else None)
+    ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf))
     return 0
 
 

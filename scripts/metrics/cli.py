@@ -23,36 +23,54 @@ def add_serve_options(parser):
 
 
 def plan(args):
-    """(host, port) of the exporter to start, or None; refuses a taken port given with --metrics-port,
-    and warns (serving without an exporter) when the default port is taken."""
+    """Where to start the exporter: {"host", "port"}, with "skip" (a warning) when the default port is
+    taken; None for --metrics-port 0. A taken port given with --metrics-port is refused at once."""
     port = DEFAULT_PORT if args.metrics_port is None else args.metrics_port
     if port == 0:
         return None
-    host = "0.0.0.0" if args.public else "127.0.0.1"
+    where = {"host": "0.0.0.0" if args.public else "127.0.0.1", "port": port, "skip": None}
     try:
-        runner.check_port(host, port)
+        runner.check_port(where["host"], port)
     except ServerError as err:
         if args.metrics_port is not None:
             raise
-        print("mmsctl: warning: serving without the metrics exporter: %s" % err, file=sys.stderr)
-        return None
-    return host, port
+        where["skip"] = "serving without the metrics exporter: %s" % err
+    return where
+
+
+def _skipped(where):
+    if where["skip"]:
+        print("mmsctl: warning: " + where["skip"], file=sys.stderr)
+        return True
+    return False
 
 
 def start_child(where, state, emf=False):
-    """Start the exporter child for a background server; its URL (stops the server if it fails)."""
+    """Start the exporter child for a background server; its URL (None when skipped; stops the server
+    if the exporter fails)."""
+    if where is None or _skipped(where):
+        return None
     runner.clear(state.state_dir)
     try:
-        return runner.start_child(state.state_dir, host=where[0], port=where[1], emf=emf)
+        return runner.start_child(state.state_dir, host=where["host"], port=where["port"], emf=emf)
     except ServerError:
         server.stop(state)
         raise
 
 
 def start_in_process(where, state, emf=False):
+    """The exporter of a foreground server, in this process (None when skipped)."""
+    if where is None or _skipped(where):
+        return None
     runner.clear(state.state_dir)
-    return runner.start_in_process(state.state_dir, host=where[0], port=where[1],
+    return runner.start_in_process(state.state_dir, host=where["host"], port=where["port"],
                                    emf_stream=sys.stdout if emf else None)
+
+
+def drain(exporters, min_seconds):
+    """SIGTERM of a foreground server: drain through its exporter (nothing to wait for without one)."""
+    for exporter in exporters:
+        runner.drain(exporter, exporter.state_dir, min_seconds=min_seconds)
 
 
 def stop(state_dir):
