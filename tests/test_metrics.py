@@ -4,12 +4,16 @@ specification, ``mmsctl top``'s arithmetic, and the exporter's HTTP side on hand
 import io
 import json
 import os
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from mmsctl import cli
+from mmsctl.errors import ServerError
+from mmsctl.metrics import cli as metrics_cli
 from mmsctl.metrics import emf, logconfig, parse, top
 from mmsctl.metrics.exporter import Exporter
 from mmsctl.metrics.store import Store
@@ -244,3 +248,21 @@ def test_exporter_counts_new_lines_skips_bad_ones_and_is_not_ready_without_a_ser
         assert requests.get(exporter.url + "/nope", timeout=5).status_code == 404
     finally:
         exporter.stop()
+
+
+# -- serve's options ----------------------------------------------------------------------------
+def test_serve_metrics_options_plan_the_exporter(tmp_path):
+    def args(*extra):
+        return cli.build_parser().parse_args(["serve", "--model-store", str(tmp_path)] + list(extra))
+    assert metrics_cli.plan(args("--metrics-port", "0")) is None
+    port = free_port()
+    assert metrics_cli.plan(args("--metrics-port", str(port), "--public")) == {
+        "host": "0.0.0.0", "port": port, "skip": None}
+    parsed = args("--emf", "--drain-seconds", "5")
+    assert parsed.emf and parsed.drain_seconds == 5.0 and parsed.metrics_port is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen(1)
+        with pytest.raises(ServerError) as info:
+            metrics_cli.plan(args("--metrics-port", str(port)))
+        assert "metrics exporter" in str(info.value) and "\n" not in str(info.value)

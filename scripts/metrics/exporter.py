@@ -61,6 +61,7 @@ class Exporter:
         self.url = "http://%s:%d" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, self.httpd.server_port)
         self._threads = []
         self._tail_lock = threading.Lock()
+        self.errors, self.last_error = 0, None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self):
@@ -79,7 +80,7 @@ class Exporter:
                 try:
                     step()
                 except Exception as err:  # never let one bad poll end the exporter
-                    self.store.unparsed["exporter-errors"] += 1
+                    self.errors += 1
                     self.last_error = repr(err)
         return run
 
@@ -249,6 +250,8 @@ class _Collector:
                                     value=host["memory_used"])
             yield GaugeMetricFamily("mmsctl_host_memory_total_bytes", "Host memory", value=host["memory_total"])
         yield from (lines, unparsed, lag, unread)
+        yield CounterMetricFamily("mmsctl_exporter_errors", "Polls or reads of the exporter that failed "
+                                  "(skipped; the next one runs)", value=self.exporter.errors)
 
 
 def _handler_for(exporter):
