@@ -555,7 +555,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     def forward(signum, _frame):
         signals.append(signum)
         if launched and len(signals) == 1 and drain is not None and ready:
-            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+            threading.Thread(target=_drain_then_stop, args=(drain, launched[0]), daemon=True).start()
         elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
@@ -587,6 +587,13 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
+
+
+def _drain_then_stop(drain, process):
+    try:
+        drain()
+    finally:
+        _signal_group(process, signal.SIGTERM)
 
 
 def _signal_group(process, sig):

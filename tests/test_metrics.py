@@ -115,7 +115,10 @@ def test_follower_rereads_a_truncated_file(tmp_path):
 
 # -- log4j2 configuration ----------------------------------------------------------------------
 def test_log_config_is_xml_with_our_layouts(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / logconfig.WORKER_STATE_LOG).write_text("a previous server's workers\n")
     path = logconfig.write(str(tmp_path), roll_size="4 KB")
+    assert not (tmp_path / "logs" / logconfig.WORKER_STATE_LOG).exists()  # replayed: this server's only
     root = ET.parse(path).getroot()
     files = {a.get("name"): a for a in root.iter("RollingFile")}
     assert set(files) == {"access_log", "model_log", "model_metrics", "mms_log", "mms_metrics", "worker_state"}

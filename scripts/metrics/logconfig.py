@@ -107,8 +107,14 @@ def render(log_dir, roll_size=ROLL_SIZE):
 
 
 def write(state_dir, roll_size=None):
-    """Write ``<state_dir>/log4j2.xml`` for the logs in ``<state_dir>/logs``; return its path."""
+    """Write ``<state_dir>/log4j2.xml`` for the logs in ``<state_dir>/logs``; return its path.
+
+    A previous server's ``worker_state.log`` is removed: the exporter replays that file
+    to know the workers' states, which must be this server's only."""
     roll_size = roll_size or os.environ.get(ROLL_SIZE_ENV) or ROLL_SIZE
+    stale = os.path.join(state_dir, "logs", WORKER_STATE_LOG)
+    if os.path.exists(stale):
+        os.remove(stale)
     path = os.path.join(state_dir, LOG_CONFIG_FILE)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(render(os.path.join(os.path.abspath(state_dir), "logs"), roll_size))

@@ -121,7 +121,8 @@ def drain(exporter, state_dir, min_seconds=0.0, timeout=25.0, quiet=1.0):
     def activity():
         exporter.tail_once()
         cpu = sum(p.cpu_seconds for p in procs.worker_processes(state.pid)) if state else 0.0
-        return cpu, sum(exporter.store.requests.values())
+        with exporter.store.lock:
+            return cpu, sum(exporter.store.requests.values())
 
     last, last_change = activity(), time.monotonic()
     while time.monotonic() - started < timeout:
