@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from mmsctl.files import read_regular, regular_files
+from mmsctl.handlers.contract import HANDLER_PACKAGE, SIGNATURE_FILE
 
 from . import mar
 from .errors import InvalidInput, OutputExists
@@ -25,7 +26,6 @@ SEVERAL_ENGINES_FORMAT = "mmsctl-signature/2"
 
 #: Name the handler package takes inside an archive (distinct from the installed
 #: ``mmsctl.handlers`` so a worker never mixes the two).
-HANDLER_PACKAGE = "mmsctl_handlers"
 
 #: task -> handler module inside HANDLER_PACKAGE
 HANDLER_MODULES = {
@@ -209,7 +209,7 @@ def assemble(path, name, signature, files, force=False, description=None):
     main = next((engine for engine in engines if engine["name"] == "mxnet"), engines[0])
     entries = dict(files)
     entries.update(handler_sources())
-    entries["signature.json"] = json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n"
+    entries[SIGNATURE_FILE] = json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n"
     entries[mar.MANIFEST_PATH] = json.dumps(
         manifest(name, task, main["name"], main.get("version"), description),
         indent=2, sort_keys=True).encode() + b"\n"

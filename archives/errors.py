@@ -1,7 +1,8 @@
 """Typed errors of the builder; every message names the file and says what to do."""
+from mmsctl.errors import MmsctlError
 
 
-class ArchiveError(Exception):
+class ArchiveError(MmsctlError):
     """Base of every builder error; the CLI prints its message and exits non-zero."""
 
 

@@ -13,10 +13,11 @@ import tempfile
 import zipfile
 
 from mmsctl.files import open_regular
+from mmsctl.handlers.contract import MANIFEST_PATH, SIGNATURE_FILE
 
+from . import batching
 from .errors import InvalidInput, OutputExists, UnsafeArchive
 
-MANIFEST_PATH = "MAR-INF/MANIFEST.json"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _COMPRESS_SUFFIXES = (".json", ".txt", ".py", ".md")
 
@@ -118,8 +119,8 @@ def describe(path):
     with open_mar(path) as archive:
         manifest = read_manifest(archive)
         signature = None
-        if "signature.json" in archive.namelist():
-            signature = json.loads(archive.read("signature.json"))
+        if SIGNATURE_FILE in archive.namelist():
+            signature = json.loads(archive.read(SIGNATURE_FILE))
         entries = [{"name": info.filename, "size": info.file_size, "compressed": info.compress_size,
                     "stored": info.compress_type == zipfile.ZIP_STORED} for info in archive.infolist()]
     return {"path": os.path.abspath(path), "manifest": manifest, "signature": signature, "entries": entries}
@@ -142,6 +143,22 @@ def engine_lines(signature):
         lines.append("%d. %s%s%s" % (rank, engine.get("name"), " " + engine["version"] if engine.get("version") else "",
                                      ": " + ", ".join(files) if files else ""))
     return lines
+
+
+def model_line(signature):
+    """What the archive serves and how, for ``archive inspect``.
+
+    >>> model_line({"task": "tensor", "batching": {"batchable": False, "reason": "input 's' is a scalar"}})[:87]
+    "tensor model (Open Inference Protocol v2), not batchable, because input 's' is a scalar"
+    >>> model_line({"task": "image-classification"})
+    'image classifier, batchable on the first axis (requests are cut into rows and batched)'
+    """
+    if not signature:
+        return "not an mmsctl archive (no signature.json)"
+    task = signature.get("task")
+    kind = {"tensor": "tensor model (Open Inference Protocol v2)", "image-classification": "image classifier"}.get(
+        task, "task %r" % task)
+    return "%s, %s" % (kind, batching.describe(signature.get("batching")))
 
 
 def extract(path, dest):

@@ -2,10 +2,11 @@
 
 ``mmsctl archive onnx`` checks, before anything is written: the file parses, passes
 ``onnx.checker`` and strict shape inference, every input and output is a tensor of a
-type the handlers serve, all inputs share their first (batch) axis, and a forward pass
-with onnxruntime on zeros works and keeps the batch axis on every output. With a
-synset the archive is an image classifier (served by the MXNet image handler's code),
-without one a tensor model speaking the Open Inference Protocol v2.
+type the handlers serve, onnxruntime loads it and a forward pass on zeros works. With a
+synset the archive is an image classifier (served by the MXNet image handler's code;
+its input and outputs must have a batch axis), without one a tensor model speaking the
+Open Inference Protocol v2, batchable or served as it is (``batching.py`` decides and
+``signature.json`` records which, and why).
 
 Engines: ``onnxruntime`` archives the .onnx file itself. ``mxnet`` converts it at build
 time, through MXNet's ONNX importer, into a symbol + params checkpoint that the plain
@@ -28,7 +29,7 @@ import numpy as np
 
 from mmsctl.files import read_regular
 
-from . import builder
+from . import batching, builder
 from .errors import InvalidInput
 
 ENGINES = ("onnxruntime", "mxnet")
@@ -44,14 +45,17 @@ MXNET_EXPORT_OPSET = 13
 TOLERANCE = 1e-4
 
 #: ONNX element type name -> v2 datatype (the types the handlers decode and encode).
+#: Not carried: STRING (v2 BYTES), BFLOAT16 and the float8 types (no numpy type), complex.
 ONNX_DATATYPES = {
     "FLOAT": "FP32", "FLOAT16": "FP16", "DOUBLE": "FP64", "INT64": "INT64", "INT32": "INT32",
-    "INT16": "INT16", "INT8": "INT8", "UINT8": "UINT8", "BOOL": "BOOL",
+    "INT16": "INT16", "INT8": "INT8", "UINT64": "UINT64", "UINT32": "UINT32", "UINT16": "UINT16",
+    "UINT8": "UINT8", "BOOL": "BOOL",
 }
 
 NUMPY_TYPES = {
     "FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-    "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_,
+    "INT16": np.int16, "INT8": np.int8, "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16,
+    "UINT8": np.uint8, "BOOL": np.bool_,
 }
 
 
@@ -149,66 +153,68 @@ def tensor_spec(value, role, path):
 
 
 def read_signature(model, path):
-    """(inputs, outputs) specs of a checked model; the first axis of each is the batch axis."""
+    """(inputs, outputs) specs of a checked model; every input needs a declared rank (0 for a scalar)."""
     weights = {tensor.name for tensor in model.graph.initializer}
     inputs = [tensor_spec(v, "input", path) for v in model.graph.input if v.name not in weights]
     outputs = [tensor_spec(v, "output", path) for v in model.graph.output]
     if not inputs:
         raise InvalidInput("%s has no input that is not a weight: nothing to feed" % path)
     for spec in inputs:
-        if not spec["shape"]:
-            raise InvalidInput("%s: input %r has %s: every input needs a rank of 1 or more, its first axis "
-                               "being the batch axis" % (path, spec["name"],
-                                                         "no shape" if spec["shape"] is None else "rank 0"))
-    batch_dims = {repr(spec["shape"][0]) for spec in inputs}
-    if len(batch_dims) > 1:
-        raise InvalidInput("%s: inputs disagree on their first (batch) axis: %s; every input must have the "
-                           "same batch axis" % (path, ", ".join("%s %s" % (s["name"], s["shape"][0])
-                                                                 for s in inputs)))
+        if spec["shape"] is None:
+            raise InvalidInput("%s: input %r has no declared shape: give it one (its rank at least, symbolic "
+                               "dimensions are fine) so that requests can be checked" % (path, spec["name"]))
     return inputs, outputs
+
+
+def opsets(model):
+    """``ai.onnx 13, com.example 1``: the operator sets a model imports."""
+    return ", ".join("%s %d" % (o.domain or "ai.onnx", o.version) for o in model.opset_import)
 
 
 def example_feeds(inputs, batch=None, seed=None):
     """Inputs for a trial forward pass: zeros, or with ``seed`` standard normal floats and small ints."""
-    rng = np.random.default_rng(seed) if seed is not None else None
-    feeds = {}
-    for spec in inputs:
-        first = spec["shape"][0]
-        size = [first if isinstance(first, int) else (batch or 2)]
-        size += [d if isinstance(d, int) else 3 for d in spec["shape"][1:]]
-        dtype = NUMPY_TYPES[spec["datatype"]]
-        if rng is None:
-            feeds[spec["name"]] = np.zeros(size, dtype)
-        elif np.issubdtype(dtype, np.floating):
-            feeds[spec["name"]] = rng.standard_normal(size).astype(dtype)
-        else:
-            feeds[spec["name"]] = rng.integers(0, 2, size).astype(dtype)
-    return feeds
+    shapes = batching.example_shapes(inputs, batch or batching.TRIAL_BATCH)
+    return batching.make_feeds(inputs, shapes, NUMPY_TYPES, seed)
+
+
+def onnxruntime_runner(model_bytes, path, imports=""):
+    """A function ``feeds -> {output name: array}`` running one onnxruntime session on the CPU.
+
+    ``imports`` (see :func:`opsets`) is named when onnxruntime cannot load the model.
+    """
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures are reported by the exceptions, in one line
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
+        raise InvalidInput("onnxruntime %s cannot load %s%s: %s" % (
+            ort.__version__, path, " (operator sets %s)" % imports if imports else "", _first_line(err)))
+    names = [out.name for out in session.get_outputs()]
+
+    def run(feeds):
+        try:
+            values = session.run(names, feeds)
+        except Exception as err:
+            detail = "failed on inputs %s: %s" % (", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()),
+                                                  _first_line(err))
+            failure = InvalidInput("a forward pass of %s with onnxruntime %s" % (path, detail))
+            failure.detail = detail  # without the path, for signature.json
+            raise failure
+        return dict(zip(names, values))
+    return run
 
 
 def run_onnxruntime(model_bytes, feeds, path):
     """Outputs ``{name: array}`` of one onnxruntime forward pass on the CPU."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
-        raise InvalidInput("onnxruntime %s cannot load %s: %s" % (ort.__version__, path, _first_line(err)))
-    names = [out.name for out in session.get_outputs()]
-    try:
-        values = session.run(names, feeds)
-    except Exception as err:
-        raise InvalidInput("a forward pass of %s with onnxruntime failed on inputs %s: %s" % (
-            path, ", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()), _first_line(err)))
-    return dict(zip(names, values))
+    return onnxruntime_runner(model_bytes, path)(feeds)
 
 
-def dry_run(model_bytes, inputs, outputs, path):
-    """Run on zeros; every output must keep the batch axis. Returns the outputs."""
+def dry_run(run, inputs, outputs, path):
+    """Run an image classifier on zeros; every output must keep the batch axis. Returns the outputs."""
     feeds = example_feeds(inputs)
     batch = next(iter(feeds.values())).shape[0]
-    values = run_onnxruntime(model_bytes, feeds, path)
+    values = run(feeds)
     for spec in outputs:
         value = values[spec["name"]]
         if value.ndim == 0 or value.shape[0] != batch:
@@ -424,9 +430,13 @@ def image_signature(input_spec, output_spec, spec, topk, is_softmax, engine):
     }
 
 
-def tensor_signature(inputs, outputs, engine):
-    return {"format": "mmsctl-signature/1", "task": "tensor", "engine": engine, "inputs": inputs,
-            "outputs": outputs, "protocol": "open-inference-protocol-v2"}
+def tensor_signature(inputs, outputs, engine, batched=None):
+    """``batched``: what :func:`batching.classify` found (absent: batchable, as archives before it)."""
+    signature = {"format": "mmsctl-signature/1", "task": "tensor", "engine": engine, "inputs": inputs,
+                 "outputs": outputs, "protocol": "open-inference-protocol-v2"}
+    if batched is not None:
+        signature["batching"] = batched
+    return signature
 
 
 def image_input(inputs, config):
@@ -477,7 +487,15 @@ def build(config):
     image = image_input(inputs, config) if config.synset else None
     served_inputs = [image] if image else inputs
     model_bytes = raw.SerializeToString()
-    values = dry_run(model_bytes, served_inputs, outputs, config.model)
+    run = onnxruntime_runner(model_bytes, config.model, opsets(model))
+    batched = None
+    if image:
+        values = dry_run(run, served_inputs, outputs, config.model)
+    else:
+        batched = batching.classify(inputs, run, NUMPY_TYPES)
+        if config.engine == "mxnet" and not batched["batchable"]:
+            raise InvalidInput("%s is not batchable (%s): --engine mxnet serves batchable models only; use "
+                               "--engine onnxruntime" % (config.model, batched["reason"]))
     files = {}
     if image:
         spec = builder.preprocess_spec(image["shape"], config.preprocess, config.resize, config.mean, config.std,
@@ -499,5 +517,5 @@ def build(config):
         signature = image_signature(image, output, spec, config.topk, _produced_by_softmax(model, output["name"]),
                                     engine)
     else:
-        signature = tensor_signature(inputs, outputs, engine)
+        signature = tensor_signature(inputs, outputs, engine, batched)
     return builder.assemble(path, config.name, signature, files, force=config.force, description=config.description)

@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 from urllib.parse import urlsplit
 
+from mmsctl.errors import MmsctlError
+from mmsctl.handlers.contract import REQUIRE_DEVICE_ENV
+
 PROFILES = ("ei", "gpu", "cpu-latency", "cpu-throughput")
 DEFAULT_INFERENCE_PORT = 8080
 DEFAULT_MANAGEMENT_PORT = 8081
@@ -56,7 +59,6 @@ DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
 OPENMP_RUNTIMES = ("gnu", "intel")
 
 #: the device each profile's workers must get (read by mmsctl_handlers.devices)
-REQUIRE_DEVICE_ENV = "MMSCTL_REQUIRE_DEVICE"
 REQUIRED_DEVICE = {"ei": "eia", "gpu": "gpu", "cpu-latency": "cpu", "cpu-throughput": "cpu"}
 
 #: Inside an ECS task the EI client must not read the container's metadata
@@ -68,8 +70,8 @@ INTEL_OPENMP_ENVIRONMENT = {"KMP_BLOCKTIME": "0", "KMP_SETTINGS": "0"}
 INTEL_OPENMP_SINGLE_WORKER = {"KMP_AFFINITY": "granularity=fine,compact,1,0"}
 
 
-class ProfileError(ValueError):
-    """A profile that cannot be built for the given machine or options."""
+class ProfileError(MmsctlError, ValueError):
+    """A profile that cannot be built for the given machine or options (also a ValueError, as before)."""
 
 
 logger = logging.getLogger(__name__)

@@ -14,12 +14,10 @@ import time
 from http import HTTPStatus
 
 from . import codec
+from .contract import LOAD_FAILURES_ENV, SIGNATURE_FILE
 from .errors import BadRequest, HandlerError, ModelLoadFailure
 
 logger = logging.getLogger(__name__)
-
-SIGNATURE_FILE = "signature.json"
-
 
 def load_signature(model_dir):
     """Read the archive's ``signature.json`` (written by ``mmsctl archive``)."""
@@ -31,9 +29,6 @@ def load_signature(model_dir):
         raise ModelLoadFailure("%s is missing: rebuild the archive with `mmsctl archive`" % path)
     except ValueError as err:
         raise ModelLoadFailure("%s is not valid JSON: %s" % (path, err))
-
-
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 
 
 def record_load_failure(message, environ=None):
@@ -151,7 +146,10 @@ class BaseHandler:
             try:
                 outputs = self.inference([item for _, _, item in pending])
                 for (idx, pos, _), output in zip(pending, outputs):
-                    batch[idx][1][pos] = self.postprocess(output)
+                    try:
+                        batch[idx][1][pos] = self.postprocess(output)
+                    except HandlerError as err:  # this part's own failure (inference may return one)
+                        batch[idx][1][pos] = err
             except HandlerError as err:
                 for idx, pos, _ in pending:
                     batch[idx][1][pos] = err

@@ -28,9 +28,9 @@ import importlib.metadata
 import importlib.util
 from collections import namedtuple
 
+from .contract import REQUIRE_DEVICE_ENV
 from .errors import ModelLoadFailure
 
-REQUIRE_DEVICE_ENV = "MMSCTL_REQUIRE_DEVICE"
 EI_VISIBLE_DEVICES_ENV = "EI_VISIBLE_DEVICES"
 DEVICE_KINDS = ("cpu", "gpu", "eia")
 

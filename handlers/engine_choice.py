@@ -18,9 +18,9 @@ two checked to agree within 1e-4 at build time). The worker takes, in this order
 most one bare engine as the default of the models not named:
 ``MMSCTL_ENGINE=resnet-152=mxnet,bert=onnxruntime``.
 """
+from .contract import ENGINE_ENV
 from .errors import ModelLoadFailure
 
-ENGINE_ENV = "MMSCTL_ENGINE"
 AUTO = "auto"
 #: engine name -> the Python package it needs in the worker
 ENGINE_PACKAGES = {"onnxruntime": "onnxruntime", "mxnet": "mxnet"}

@@ -4,7 +4,8 @@ Every engine takes a batch as a list of items (``{input name: array without the
 batch axis}``) and returns one ``{output name: array}`` per item. The batching
 rule is shared: a model whose signature fixes the batch size (``shape[0]`` an
 integer) runs in chunks of exactly that size, the last one padded, so an answer
-never depends on which other requests shared its batch.
+never depends on which other requests shared its batch. A model the archive records
+as not batchable (``signature["batching"]``) runs each request whole (:meth:`Engine.run_whole`).
 """
 import importlib
 import importlib.util
@@ -29,7 +30,7 @@ ENGINES = {
 DATATYPES = {
     "FP32": np.float32, "FP16": np.float16, "FP64": np.float64,
     "INT64": np.int64, "INT32": np.int32, "INT16": np.int16, "INT8": np.int8,
-    "UINT8": np.uint8, "BOOL": np.bool_,
+    "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16, "UINT8": np.uint8, "BOOL": np.bool_,
 }
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -107,6 +108,9 @@ class Engine:
         self.input_names = [spec["name"] for spec in self.inputs]
         first = self.inputs[0]["shape"][0] if self.inputs[0]["shape"] else None
         self.fixed_batch = first if isinstance(first, int) and first > 0 else None
+        batching = signature.get("batching") or {}
+        self.batchable = batching.get("batchable", True)
+        self.example_shapes = batching.get("example_shapes") or {}
 
     def path(self, key):
         """Absolute path of an engine file named in the signature, kept inside the model dir."""
@@ -129,7 +133,16 @@ class Engine:
 
     def warm_up(self):
         """One forward on zeros so the first real request does not pay for lazy setup."""
-        self.forward([self.example_item()])
+        if self.batchable:
+            self.forward([self.example_item()])
+            return
+        self.run_whole({spec["name"]: np.zeros(self.example_shapes.get(spec["name"], [1] * len(spec["shape"])),
+                                               dtype=DATATYPES[spec.get("datatype", "FP32")])
+                        for spec in self.inputs})
+
+    def run_whole(self, feeds):
+        """One forward pass on ``feeds`` as they are (no rows, no batching): ``{output name: array}``."""
+        return self._run({name: feeds[name] for name in self.input_names})
 
     def forward(self, items):
         step = self.fixed_batch or max(1, len(items))

@@ -2,11 +2,15 @@
 
 Request ``{"id"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?: [{"name"}]}``,
 answer ``{"model_name", "id"?, "outputs": [{"name", "shape", "datatype", "data"}]}``.
-Every tensor's first axis is the batch axis: :func:`decode_request` checks a request
-against the archive's signature and cuts it into per-row items (``{input name:
-array without the batch axis}``), the unit the engines batch; :func:`encode_response`
-stacks the rows of one request back. Any mistake is a :class:`BadRequest` (HTTP 400)
-naming the input and what was expected.
+For a batchable model every tensor's first axis is the batch axis: :func:`decode_request`
+checks a request against the archive's signature and cuts it into per-row items
+(``{input name: array without the batch axis}``), the unit the engines batch;
+:func:`encode_response` stacks the rows of one request back. A model that is not
+batchable, or a request with an empty batch, goes through whole (``Request.whole``):
+every dimension is checked against the declared one (symbols bind across inputs,
+unknown ones are free) and :func:`encode_outputs` answers the engine's tensors as
+they are. Any mistake is a :class:`BadRequest` (HTTP 400) naming the input and what
+was expected.
 """
 from collections import namedtuple
 
@@ -15,8 +19,9 @@ import numpy as np
 from .engines import DATATYPES
 from .errors import BadRequest
 
-#: One decoded request: its rows (items for the engine), its id, the outputs it asks for.
-Request = namedtuple("Request", "items batch request_id output_names")
+#: One decoded request: its rows (items for the engine), its id, the outputs it asks for, and
+#: ``whole`` (``{input: array}``, else None) when it goes to the engine unsplit.
+Request = namedtuple("Request", "items batch request_id output_names whole")
 
 _KINDS = {"b": "BOOL", "i": "integer", "u": "integer", "f": "floating point"}
 
@@ -56,11 +61,18 @@ def _field(entry, key, position):
     return entry[key]
 
 
-def _tensor(entry, spec, dims):
-    """One request input -> an array of the declared type and shape; binds symbolic ``dims``."""
+def _tensor(entry, spec, dims, batchable=True):
+    """One request input -> an array of the declared type and shape; binds symbolic ``dims``.
+
+    With ``batchable`` the first axis is the batch axis, shared by every input whatever
+    the model names it and whatever size it fixes (requests are cut into rows).
+    """
     name = spec["name"]
     datatype = str(entry["datatype"]).upper()
     expected_type = spec.get("datatype", "FP32")
+    if datatype == "BYTES":
+        raise BadRequest("input %r is BYTES, which this server does not carry: the model expects %s"
+                         % (name, describe(spec)))
     if datatype != expected_type:
         raise BadRequest("input %r is %s but the model expects %s" % (name, datatype, describe(spec)))
     shape = entry["shape"]
@@ -70,12 +82,12 @@ def _tensor(entry, spec, dims):
     if len(shape) != len(spec["shape"]):
         raise BadRequest("input %r has shape %s (rank %d) but the model expects %s (rank %d)"
                          % (name, shape, len(shape), describe(spec), len(spec["shape"])))
-    if shape[0] < 1:
+    if batchable and shape[0] < 1 and isinstance(spec["shape"][0], int):
         raise BadRequest("input %r: the batch axis (first dimension) must be at least 1, got %s" % (name, shape))
     for axis, (got, want) in enumerate(zip(shape, spec["shape"])):
-        if axis == 0:
+        if axis == 0 and batchable:
             want = "__batch__"  # every input shares the batch axis, whatever the model names it
-        if isinstance(want, int) and want > 0 and axis > 0:
+        if isinstance(want, int) and want > 0:
             if got != want:
                 raise BadRequest("input %r has shape %s but the model expects %s: dimension %d must be %d"
                                  % (name, shape, describe(spec), axis, want))
@@ -86,6 +98,8 @@ def _tensor(entry, spec, dims):
                 raise BadRequest("input %r has shape %s but input %r gave %s = %d: they must agree"
                                  % (name, shape, bound[1], label, bound[0]))
     data = entry["data"]
+    if not shape and isinstance(data, (int, float, bool)):
+        data = [data]  # a scalar may be given bare
     if not isinstance(data, list):
         raise BadRequest("input %r: data must be a JSON list (flat, row-major, or nested)" % name)
     try:
@@ -93,16 +107,44 @@ def _tensor(entry, spec, dims):
     except (ValueError, OverflowError) as err:
         raise BadRequest("input %r: data is not a regular array: %s" % (name, err))
     dtype = np.dtype(DATATYPES[expected_type])
+    if dtype.kind in "iu" and raw.dtype.kind in "fO":
+        raw = _exact_integers(raw, data)
     if raw.size and not _compatible(raw.dtype, dtype):
         raise BadRequest("input %r is declared %s but its data holds %s values" % (
             name, datatype, _KINDS.get(raw.dtype.kind, "non-numeric")))
     count = int(np.prod(shape))
     if raw.size != count:
         raise BadRequest("input %r has %d values but shape %s needs %d" % (name, raw.size, shape, count))
+    if raw.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = raw.min(), raw.max()
+        if low < info.min or high > info.max:
+            raise BadRequest("input %r is %s but holds %d, outside %d..%d" % (
+                name, datatype, low if low < info.min else high, info.min, info.max))
     try:
         return raw.astype(dtype, casting="unsafe").reshape(shape)
     except (ValueError, OverflowError) as err:
         raise BadRequest("input %r: data cannot be read as %s: %s" % (name, datatype, err))
+
+
+def _exact_integers(raw, data):
+    """JSON integers numpy read as floats (0 and 2**64-1 together) or objects, kept exact.
+
+    >>> _exact_integers(np.asarray([0, 2 ** 64 - 1]), [0, 2 ** 64 - 1]).tolist()
+    [0, 18446744073709551615]
+    >>> _exact_integers(np.asarray([1.5]), [1.5]).dtype.kind
+    'f'
+    """
+    values = np.asarray(data, dtype=object).reshape(-1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return raw
+    if values.size and (min(values) < np.iinfo(np.int64).min or max(values) > np.iinfo(np.uint64).max):
+        return values.astype(object)  # refused below as holding non-numeric values
+    kind = np.uint64 if values.size and min(values) >= 0 else np.int64
+    try:
+        return np.array(values.tolist(), dtype=kind).reshape(raw.shape)
+    except OverflowError:  # negative values and values above 2**63 - 1 together
+        return raw
 
 
 def _compatible(raw, dtype):
@@ -120,8 +162,10 @@ def _compatible(raw, dtype):
     return False
 
 
-def decode_request(body, specs, output_specs=()):
+def decode_request(body, specs, output_specs=(), batchable=True):
     """Check a decoded v2 JSON body against the signature; cut it into per-row items.
+
+    A model that is not ``batchable``, or a request with an empty batch, is kept whole.
 
     >>> specs = [{"name": "ids", "shape": ["batch", 3], "datatype": "INT64"}]
     >>> request = decode_request({"inputs": [{"name": "ids", "shape": [2, 3], "datatype": "INT64",
@@ -157,10 +201,15 @@ def decode_request(body, specs, output_specs=()):
         raise BadRequest("missing input %s: %s" % (", ".join(repr(s["name"]) for s in missing),
                                                     _expected_inputs(specs)))
     dims = {}
-    arrays = {spec["name"]: _tensor(by_name[spec["name"]], spec, dims) for spec in specs}
-    batch = dims["__batch__"][0]
-    items = [{name: np.ascontiguousarray(array[row]) for name, array in arrays.items()} for row in range(batch)]
-    return Request(items, batch, body.get("id"), _requested_outputs(body, output_specs))
+    arrays = {spec["name"]: _tensor(by_name[spec["name"]], spec, dims, batchable) for spec in specs}
+    outputs = _requested_outputs(body, output_specs)
+    batch = dims["__batch__"][0] if batchable else None
+    if not batch:
+        return Request([], batch, body.get("id"), outputs, arrays)
+    # np.array(..., copy) keeps a row of a 1-D tensor at rank 0 (ascontiguousarray would make it rank 1)
+    items = [{name: np.array(array[row], copy=True, order="C") for name, array in arrays.items()}
+             for row in range(batch)]
+    return Request(items, batch, body.get("id"), outputs, None)
 
 
 def _requested_outputs(body, output_specs):
@@ -192,10 +241,21 @@ def encode_response(model_name, rows, output_specs, request_id=None):
     >>> encode_response("m", [{"n": np.float32(3.0)}], [{"name": "n", "datatype": "INT64"}])["outputs"][0]["data"]
     [3]
     """
+    stacked = {spec["name"]: np.stack([np.asarray(row[spec["name"]]) for row in rows]) for spec in output_specs}
+    return encode_outputs(model_name, stacked, output_specs, request_id)
+
+
+def encode_outputs(model_name, values, output_specs, request_id=None):
+    """A v2 answer of whole output tensors ``{output: array}`` (any rank, 0 and empty included).
+
+    >>> encode_outputs("m", {"s": np.float64(2.5), "e": np.zeros((0, 2), np.uint16)},
+    ...                [{"name": "s", "datatype": "FP64"}, {"name": "e", "datatype": "UINT16"}])["outputs"][0]
+    {'name': 's', 'shape': [], 'datatype': 'FP64', 'data': [2.5]}
+    """
     outputs = []
     for spec in output_specs:
         name = spec["name"]
-        array = np.stack([np.asarray(row[name]) for row in rows])
+        array = np.asarray(values[name])
         if spec.get("datatype") in DATATYPES:
             array = array.astype(DATATYPES[spec["datatype"]], copy=False)
         outputs.append({"name": name, "shape": list(array.shape), "datatype": datatype_of(array),

@@ -8,8 +8,7 @@ import json
 import os
 import sys
 
-from mmsctl.archives.errors import ArchiveError
-from mmsctl.config.profiles import PROFILES, ProfileError
+from mmsctl.config.profiles import PROFILES
 
 from . import __version__
 from .errors import MmsctlError, UsageError
@@ -79,6 +78,7 @@ def cmd_archive_inspect(args):
         _print_json(info)
         return
     print("archive: %s" % info["path"])
+    print("model: " + mar.model_line(info["signature"]))
     print("manifest:")
     print("  " + json.dumps(info["manifest"], indent=2, sort_keys=True).replace("\n", "\n  "))
     print("engines (the worker's preference order):")
@@ -774,7 +774,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (MmsctlError, ArchiveError, ProfileError) as err:
+    except MmsctlError as err:
         print("mmsctl: error: %s" % err, file=sys.stderr)
         return getattr(err, "exit_code", 1)
     except KeyboardInterrupt:

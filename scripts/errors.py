@@ -1,4 +1,9 @@
-"""Typed errors of the operator tools (server control, management API, bench)."""
+"""The one error root of the operator side: everything the CLI turns into one line derives from MmsctlError.
+
+Builder errors (``mmsctl.archives.errors.ArchiveError``) and profile errors
+(``mmsctl.config.profiles.ProfileError``) derive from it too. Handlers inside archives have their own
+(``mmsctl_handlers.errors``): they run inside MMS and never import the operator side.
+"""
 
 
 class MmsctlError(Exception):

@@ -28,10 +28,9 @@ import time
 from dataclasses import dataclass
 
 from .bench import BenchError, PhaseResult
+from .handlers.contract import MANIFEST_PATH, SIGNATURE_FILE
 from .errors import UsageError
 
-MANIFEST_PATH = os.path.join("MAR-INF", "MANIFEST.json")
-SIGNATURE_FILE = "signature.json"
 #: signature "engine.name" -> the framework module whose import is timed on its own
 FRAMEWORK_MODULES = {"mxnet": "mxnet", "onnxruntime": "onnxruntime"}
 PROGRESS_INTERVAL_S = 1.0

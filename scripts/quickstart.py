@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 
-from mmsctl.archives.errors import ArchiveError
 from mmsctl.config import profiles
 
 from . import server
@@ -47,7 +46,7 @@ def archive_is_current(archive):
             names = set(opened.namelist())
             current = builder.handler_sources()
             return all(name in names and opened.read(name) == body for name, body in current.items())
-    except (MmsctlError, ArchiveError):
+    except MmsctlError:
         return False
 
 

@@ -35,6 +35,7 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
+from mmsctl.handlers.contract import LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
@@ -42,7 +43,6 @@ from .management import ManagementClient
 from .metrics import logconfig
 
 STATE_FILE = "server.json"
-LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 LOAD_FAILURES_FILE = "load_failures.log"
 LAUNCHER = "multi-model-server"
 

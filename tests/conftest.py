@@ -6,46 +6,24 @@ a pid file in TEMP and refuses a second server sharing it), always stopped in
 ``finally`` by process tree.
 """
 import dataclasses
-import importlib.util
 import os
-import sys
 
 import pytest
 
 from mmsctl import server
 from mmsctl.config import profiles
 
-from helpers import free_port  # noqa: F401 (also imported from conftest by older test modules)
+from helpers import free_port, skimage_photo
+
+#: Every test has at least one kind; ``pytest -m unit`` is the quick subset (under a minute).
+KINDS = ("unit", "server", "slow", "installs")
+#: Fixtures (of conftest or of one test module) that decide a test's kind when it has no explicit marker:
+#: they start real servers, pip-install environments or build images, or build heavy models.
+SERVER_FIXTURES = {"servers", "mgmt"}
+INSTALL_FIXTURES = {"podman", "stock_python", "plain_venv"}
+SLOW_FIXTURES = {"model_store", "onnx_store", "dual"}
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class FakeContext:
-    """The part of ``mms.context.Context`` handlers use (cf. TorchServe's mock_context)."""
-
-    def __init__(self, model_dir, gpu_id=None, headers=None, model_name="test-model"):
-        self.model_name = model_name
-        self.system_properties = {"model_dir": model_dir, "gpu_id": gpu_id, "batch_size": 1}
-        self.manifest = {}
-        self.headers = headers or []
-        self.statuses = {}
-        self.content_types = {}
-
-    def get_all_request_header(self, idx):
-        return self.headers[idx] if idx < len(self.headers) else {}
-
-    def set_response_status(self, code=200, phrase="", idx=0):
-        self.statuses[idx] = (code, phrase)
-
-    def set_response_content_type(self, idx, value):
-        self.content_types[idx] = value
-
-
-def skimage_photo(name):
-    spec = importlib.util.find_spec("skimage")
-    if spec is None:
-        pytest.skip("scikit-image (the bundled CC0 photos) is not installed: run scripts/bootstrap.sh")
-    return os.path.join(list(spec.submodule_search_locations)[0], "data", name)
 
 
 @pytest.fixture(scope="session")
@@ -137,5 +115,24 @@ def default_server(servers, model_store):
     return servers.start(model_store, {"efficientnet-lite0": "efficientnet-lite0.mar", "resnet18": "resnet18.mar"})
 
 
-def python_executable():
-    return sys.executable
+def pytest_collection_modifyitems(config, items):
+    """Give each test its kind: explicit markers win, then the fixtures decide, else ``unit``.
+
+    A test that starts a server through ``servers`` (or a module's server fixture) is ``server``; one that
+    pip-installs is ``installs`` and ``slow``; one that needs the built model store is ``slow``; doctests and
+    everything else are ``unit``. Tests that start servers or install some other way carry their markers.
+    """
+    for item in items:
+        kinds = {mark.name for mark in item.iter_markers()} & set(KINDS)
+        if kinds:
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & INSTALL_FIXTURES:
+            item.add_marker(pytest.mark.installs)
+            item.add_marker(pytest.mark.slow)
+        if fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+        elif fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        elif not fixtures & INSTALL_FIXTURES:
+            item.add_marker(pytest.mark.unit)

@@ -1,7 +1,13 @@
-"""Helpers shared by the test modules (import them: ``from helpers import free_port``)."""
+"""Helpers shared by the test modules (import them: ``from helpers import free_port``).
+
+Fixtures live in conftest.py; plain functions and classes the test modules import live here.
+"""
+import importlib.util
 import os
 import random
 import socket
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,3 +32,31 @@ def free_port():
             _TAKEN.add(port)
             return port
     raise RuntimeError("no free port found in 20000-32000")
+
+
+class FakeContext:
+    """The part of ``mms.context.Context`` handlers use (cf. TorchServe's mock_context)."""
+
+    def __init__(self, model_dir, gpu_id=None, headers=None, model_name="test-model"):
+        self.model_name = model_name
+        self.system_properties = {"model_dir": model_dir, "gpu_id": gpu_id, "batch_size": 1}
+        self.manifest = {}
+        self.headers = headers or []
+        self.statuses = {}
+        self.content_types = {}
+
+    def get_all_request_header(self, idx):
+        return self.headers[idx] if idx < len(self.headers) else {}
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.statuses[idx] = (code, phrase)
+
+    def set_response_content_type(self, idx, value):
+        self.content_types[idx] = value
+
+
+def skimage_photo(name):
+    spec = importlib.util.find_spec("skimage")
+    if spec is None:
+        pytest.skip("scikit-image (the bundled CC0 photos) is not installed: run scripts/bootstrap.sh")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", name)

@@ -1,6 +1,5 @@
 """mmsctl bench: the report's arithmetic from known inputs, then short real runs
 (a real server from ``default_server``, and the archive's handler in-process)."""
-import doctest
 import json
 import os
 import zipfile
@@ -23,12 +22,6 @@ SEED_002_TABLE = [
     ("c5.xlarge", None, 7.38, 0.64),
     ("p3.2xlarge", None, 41.42, 2.05),
 ]
-
-
-@pytest.mark.parametrize("module", [bench, inprocess, sweep])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # -- arithmetic ----------------------------------------------------------------------
@@ -322,6 +315,7 @@ def test_short_run_against_a_real_server(default_server, model_store, cat_photo,
     assert "## Server against the in-process limit" in markdown
 
 
+@pytest.mark.slow
 def test_short_inprocess_run(model_store, cat_photo, tmp_path):
     out = str(tmp_path / "inproc")
     assert cli.main(["bench", "--inprocess", os.path.join(model_store, "resnet18.mar"), "--input", cat_photo,
@@ -338,6 +332,7 @@ def test_short_inprocess_run(model_store, cat_photo, tmp_path):
     assert "--price-per-hour 0.2" in markdown
 
 
+@pytest.mark.server
 def test_short_sweep_reads_cold_start_from_mms_logs(model_store, cat_photo, tmp_path):
     out = str(tmp_path / "sweep")
     assert cli.main(["bench", "sweep", "--archive", os.path.join(model_store, "efficientnet-lite0.mar"),

@@ -16,7 +16,8 @@ from mmsctl.archives.errors import InvalidInput, OutputExists, UnsafeArchive
 def config(resnet_checkpoint, tmp_path):
     def make(**changes):
         values = dict(name="resnet18", symbol=resnet_checkpoint["symbol"], params=resnet_checkpoint["params"],
-                      synset=resnet_checkpoint["synset"], export_path=str(tmp_path))
+                      synset=resnet_checkpoint["synset"], export_path=str(tmp_path),
+                      engine="mxnet")  # the format under test; dual archives: test_engines.py
         values.update(changes)
         return mxnet_checkpoint.ResnetConfig(**values)
     return make
@@ -191,7 +192,8 @@ def test_inspect_refuses_escaping_entries(tmp_path, entry):
 def test_cli_archive_and_inspect(resnet_checkpoint, tmp_path, capsys):
     argv = ["archive", "resnet", "--name", "r18", "--symbol", resnet_checkpoint["symbol"],
             "--params", resnet_checkpoint["params"], "--synset", resnet_checkpoint["synset"],
-            "--export-path", str(tmp_path), "--preprocess", "raw", "--input-shape", "2,3,224,224"]
+            "--export-path", str(tmp_path), "--preprocess", "raw", "--input-shape", "2,3,224,224",
+            "--engine", "mxnet"]
     assert cli.main(argv) == 0
     path = capsys.readouterr().out.strip()
     assert path.endswith("r18.mar")

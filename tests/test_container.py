@@ -21,14 +21,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 
 import pytest
 import requests
 
 from mmsctl.client import predict
+from mmsctl.docker import images
 
-from conftest import free_port
+from helpers import free_port
+
+pytestmark = [pytest.mark.installs, pytest.mark.slow, pytest.mark.server]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: outside the work tree, so that a fresh clone on the same machine (CI) reuses the base image and layers
@@ -37,7 +39,6 @@ CACHE = os.environ.get("MMSCTL_CONTAINER_CACHE") or os.path.join(
 BASE_TAG = "localhost/mmsctl-base:bookworm"
 IMAGE_TAG = "localhost/mmsctl-test:cpu"
 LABEL = "mmsctl-test-owner"
-CONTAINER_CA = "/run/mmsctl-build/ca.crt"
 #: measured here: PID 1 gone 0.40-0.48 s after SIGTERM (the Java frontend takes ~0.35 s of it); the
 #: bound leaves room for a loaded 2-core machine, far below any SIGKILL timeout
 STOP_LIMIT_SECONDS = 3.0
@@ -65,47 +66,6 @@ class Podman:
 def _setup(*args):
     return subprocess.run(["bash", os.path.join(ROOT, "scripts", "container-setup.sh")] + list(args),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False)
-
-
-def _pip_settings(python):
-    """The pip settings of this machine (``pip config list``: files and PIP_* variables)."""
-    out = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60,
-                         check=False).stdout
-    settings = {}
-    for line in sorted(out.splitlines(), key=lambda l: l.startswith(":env:")):  # the environment wins
-        key, sep, value = line.partition("=")
-        if sep:
-            settings[key.rsplit(".", 1)[-1]] = value.strip().strip("'\"")
-    return settings
-
-
-def _mount_for(location):
-    """The host folder a file index or wheel folder needs inside the build (PEP 503
-    file indexes link to ../../files next to their simple/ folder)."""
-    path = urllib.parse.urlsplit(location).path if location.startswith("file:") else location
-    if not os.path.isabs(path) or not os.path.exists(path):
-        return None
-    path = os.path.normpath(path)
-    return os.path.dirname(path) if os.path.basename(path) == "simple" else path
-
-
-def pip_build_arguments(settings):
-    """``podman build`` arguments that give the build's pip this machine's pip settings:
-    the CA bundle (a TLS-intercepting proxy), the index URLs, local wheel folders."""
-    args, mounts = [], set()
-    cert = settings.get("cert") or "/etc/ssl/certs/ca-certificates.crt"
-    if os.path.isfile(cert):
-        args += ["--build-arg", "PIP_CERT=" + CONTAINER_CA, "--volume", "%s:%s:ro" % (cert, CONTAINER_CA)]
-    for key, arg in (("index-url", "PIP_INDEX_URL"), ("extra-index-url", "PIP_EXTRA_INDEX_URL"),
-                     ("find-links", "PIP_FIND_LINKS")):
-        value = settings.get(key)
-        if not value:
-            continue
-        args += ["--build-arg", "%s=%s" % (arg, value)]
-        mounts.update(m for m in map(_mount_for, value.split()) if m)
-    for mount in sorted(mounts):
-        args += ["--volume", "%s:%s:ro" % (mount, mount)]
-    return args
 
 
 def _record(timings, **values):
@@ -160,7 +120,7 @@ def cpu_image(podman, timings, tmp_path_factory):
     with open(log_path, "w", encoding="utf-8") as log:
         build = podman.run(
             "build", "--pull=never", "--format", "docker", "--build-arg", "BASE_IMAGE=" + BASE_TAG,
-            *pip_build_arguments(_pip_settings(sys.executable)),
+            *images.pip_build_arguments(images.pip_settings(sys.executable)),
             "--ignorefile", os.path.join(ROOT, "docker", "Dockerfile.cpu.dockerignore"),
             "--file", os.path.join(ROOT, "docker", "Dockerfile.cpu"), "--tag", IMAGE_TAG, ROOT,
             timeout=900, check=False, log=log)
@@ -298,19 +258,3 @@ def test_sigterm_stops_each_container_quickly_and_cleanly(podman, containers, ti
         assert code == "0", "%s exited %s after SIGTERM" % (info["name"], code)
     _record(timings, sigterm_to_exit_seconds=exits, sigterm_to_podman_stopped_seconds=stops)
     assert max(exits.values()) < STOP_LIMIT_SECONDS, exits
-
-
-def test_pip_build_arguments_carry_the_ca_and_mount_file_indexes(tmp_path):
-    simple = tmp_path / "pypi" / "simple"
-    simple.mkdir(parents=True)
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    cert = tmp_path / "ca.crt"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    args = pip_build_arguments({"cert": str(cert), "extra-index-url": "file://%s https://example.invalid/simple"
-                                % simple, "find-links": str(wheels)})
-    assert ["--build-arg", "PIP_CERT=" + CONTAINER_CA] == args[:2]
-    assert "%s:%s:ro" % (cert, CONTAINER_CA) in args
-    assert "%s:%s:ro" % (tmp_path / "pypi", tmp_path / "pypi") in args
-    assert "%s:%s:ro" % (wheels, wheels) in args
-    assert "PIP_FIND_LINKS=%s" % wheels in args

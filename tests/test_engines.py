@@ -11,7 +11,6 @@ Serving such archives on stock MMS with and without onnxruntime: tests/test_serv
 and tests/test_onnx.py.
 """
 import dataclasses
-import doctest
 import hashlib
 import json
 import logging
@@ -28,21 +27,15 @@ ort = pytest.importorskip("onnxruntime")
 from mmsctl import cli, server  # noqa: E402
 from mmsctl.archives import efficientnet_lite, mar, mxnet_checkpoint  # noqa: E402
 from mmsctl.config import profiles  # noqa: E402
-from mmsctl.handlers import engine_choice, engines, errors, mxnet_engine  # noqa: E402
+from mmsctl.handlers import engines, mxnet_engine  # noqa: E402
 from mmsctl.handlers.engine_choice import choose_engine, parse_engine_override  # noqa: E402
 from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 from mmsctl.handlers.image_classifier import ImageClassifier  # noqa: E402
 
-from conftest import FakeContext, free_port  # noqa: E402
+from helpers import FakeContext, free_port  # noqa: E402
 
 RELATIVE = 1e-4
 UNFUSED = {"MXNET_SUBGRAPH_BACKEND": "NONE"}
-
-
-@pytest.mark.parametrize("module", [engine_choice, errors, mxnet_engine, mar])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # -- fused MXNet on the CPU ---------------------------------------------------------------------
@@ -468,6 +461,7 @@ def test_unconvertible_operator_gives_an_mxnet_only_archive_and_one_line(erf_che
     assert len(err.strip().splitlines()) == 1 and "uses operator erf" in err and "--engine mxnet" in err
 
 
+@pytest.mark.server
 def test_bad_engine_override_fails_the_start_on_a_real_server(model_store, tmp_path):
     """On a real server, as `mmsctl serve` reports a worker that cannot load: one line, saying what to use."""
     profile = profiles.build_profile("cpu-latency", vcpus=1, model_store=model_store, inference_port=free_port(),

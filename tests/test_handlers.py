@@ -1,5 +1,4 @@
 """Handlers in plain pytest: imaging, codec, top-k, device choice, the handle template."""
-import doctest
 import io
 import json
 import os
@@ -11,13 +10,7 @@ from PIL import Image
 from mmsctl.handlers import base, codec, devices, errors, imaging, topk
 from mmsctl.handlers.image_classifier import ImageClassifier
 
-from conftest import FakeContext, skimage_photo
-
-
-@pytest.mark.parametrize("module", [imaging, topk, devices])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
+from helpers import FakeContext, skimage_photo
 
 
 def encode(image, fmt, **kw):

@@ -24,7 +24,7 @@ import requests
 from mmsctl import cli, server
 from mmsctl.archives import mxnet_checkpoint
 
-from conftest import free_port
+from helpers import free_port
 
 MAIN = "efficientnet-lite0"
 
@@ -227,6 +227,7 @@ def test_every_help_ends_with_an_example():
 
 
 # -- the real entry point, in front, stopped by SIGTERM -------------------------------------------------
+@pytest.mark.server
 def test_serve_foreground_stops_the_whole_tree_on_sigterm(model_store, tmp_path):
     mmsctl = os.path.join(os.path.dirname(sys.executable), "mmsctl")
     state_dir = str(tmp_path / "state")

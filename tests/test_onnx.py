@@ -6,7 +6,6 @@ They are archived for both engines, served by real MMS servers and compared with
 onnxruntime run in-process.
 """
 import concurrent.futures
-import doctest
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mmsctl import cli, onnx_latency, server  # noqa: E402
+from mmsctl import cli, server  # noqa: E402
 from mmsctl.archives import mar, mxnet_checkpoint, onnx_model  # noqa: E402
 from mmsctl.archives.errors import InvalidInput  # noqa: E402
 from mmsctl.config import profiles  # noqa: E402
@@ -32,7 +31,7 @@ from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 from mmsctl.handlers.tensor_model import TensorModel  # noqa: E402
 from mmsctl.management import ManagementClient  # noqa: E402
 
-from conftest import FakeContext, free_port  # noqa: E402
+from helpers import FakeContext, free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4
@@ -180,12 +179,6 @@ def post_image(server_state, model, path):
 
 
 # -- pure functions -------------------------------------------------------------------------------
-@pytest.mark.parametrize("module", [v2, onnx_engine, onnx_latency])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
-
-
 @pytest.mark.parametrize("gpu_id, available, required, expected", [
     (None, ["CUDAExecutionProvider", "CPUExecutionProvider"], None, "cpu"),
     ("0", ["CUDAExecutionProvider", "CPUExecutionProvider"], None, "gpu"),

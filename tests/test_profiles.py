@@ -25,7 +25,7 @@ from mmsctl.config import profiles
 from mmsctl.handlers import devices
 from mmsctl.handlers.errors import ModelLoadFailure
 
-from conftest import free_port
+from helpers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -373,6 +373,7 @@ def test_engine_refuses_a_required_device_it_lacks(tiny_model, environ, gpu_id, 
     (["--profile", "ei"], "profile ei needs the Elastic Inference build of MXNet, but the server's Python"),
     (["--profile", "gpu", "--gpus", "1", "--foreground"], "profile gpu needs an MXNet build that sees a GPU"),
 ])
+@pytest.mark.server
 def test_serve_refuses_a_device_profile_without_its_mxnet_build(argv, message, model_store, tmp_path, capsys):
     """Checked up front in the server's Python (mxnet 1.9.1 CPU wheel here): no server, no silent CPU."""
     code = cli.main(["serve", "--vcpus", "2", "--model-store", model_store, "--state-dir", str(tmp_path),
@@ -386,6 +387,7 @@ def test_serve_refuses_a_device_profile_without_its_mxnet_build(argv, message, m
     assert not os.path.exists(tmp_path / "server.json")  # nothing was started
 
 
+@pytest.mark.server
 def test_worker_without_its_device_fails_the_start_with_the_reason(model_store, tmp_path):
     """The worker-side check on a real server, as when the up-front check cannot see the
     problem (or MMS is started by hand from config/ei.properties): no silent CPU."""
@@ -416,6 +418,7 @@ def worker_processes(pid):
 
 
 @pytest.mark.parametrize("name, workers, threads", [("cpu-latency", 1, 2), ("cpu-throughput", 2, 1)])
+@pytest.mark.server
 def test_serve_profile_reaches_every_worker(name, workers, threads, model_store, tmp_path, capsys):
     state_dir = str(tmp_path / "state")
     management = "http://127.0.0.1:%d" % free_port()

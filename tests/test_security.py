@@ -243,15 +243,18 @@ def test_no_shipped_file_opens_the_management_api():
 
 
 def test_shipped_configs_and_images_keep_management_on_loopback():
-    import glob
-    rendered = glob.glob(os.path.join(REPO, "config", "*.properties"))
-    for path in rendered:
-        with open(path, encoding="utf-8") as handle:
+    tracked = [os.path.relpath(path, REPO) for path in shipped_files()]
+    properties = [path for path in tracked if path.startswith("config/") and path.endswith(".properties")]
+    assert {"config/cpu-latency.properties", "config/cpu-throughput.properties", "config/gpu.properties",
+            "config/ei.properties"} <= set(properties)
+    for path in properties:
+        with open(os.path.join(REPO, path), encoding="utf-8") as handle:
             assert re.search(r"^management_address=http://127\.0\.0\.1:\d+$", handle.read(), re.M), path
-    for path in glob.glob(os.path.join(REPO, "docker", "**", "*"), recursive=True):
-        if os.path.isfile(path) and not path.endswith((".pyc",)):
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                assert "--management-host" not in handle.read(), "%s opens the management API" % path
+    shipped = [path for path in tracked if path.startswith("docker/")]
+    assert {"docker/Dockerfile.cpu", "docker/Dockerfile.gpu", "docker/Dockerfile.ei", "docker/ecs.py"} <= set(shipped)
+    for path in shipped:
+        with open(os.path.join(REPO, path), encoding="utf-8", errors="replace") as handle:
+            assert "--management-host" not in handle.read(), "%s opens the management API" % path
 
 
 # -- TLS for the inference API ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ import requests
 
 from mmsctl.management import ManagementClient
 
-from conftest import free_port
+from helpers import free_port
 
 CAT_CLASSES = {"n02123045 tabby, tabby cat", "n02123159 tiger cat", "n02124075 Egyptian cat"}
 
