@@ -20,7 +20,7 @@ from mmsctl.metrics import logconfig, runner
 
 from helpers import free_port
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.slow]  # the built model store (conftest: slow)
 
 MAIN, SECOND = "efficientnet-lite0", "resnet18"
 
