@@ -221,7 +221,8 @@ def _add_profile_options(parser, store_required=False):
     parser.add_argument("--management-port", type=int, default=8081,
                         help="management API port, bound to --management-host (default 8081)")
     parser.add_argument("--public", action="store_true",
-                        help="bind the inference API to 0.0.0.0 (containers); management stays on 127.0.0.1")
+                        help="bind the inference API (and serve's metrics exporter) to 0.0.0.0 (containers); "
+                             "management stays on 127.0.0.1")
     parser.add_argument("--management-host", default="127.0.0.1",
                         help="address the management API binds to (default 127.0.0.1); anything else prints a "
                              "warning: the management API has no authentication and registers code")

@@ -269,3 +269,10 @@ def test_serve_metrics_options_plan_the_exporter(tmp_path):
         with pytest.raises(ServerError) as info:
             metrics_cli.plan(args("--metrics-port", str(port)))
         assert "metrics exporter" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_top_says_in_one_line_when_no_exporter_answers():
+    with pytest.raises(ServerError) as info:
+        top.scrape("http://127.0.0.1:%d" % free_port(), timeout=2)
+    assert "does not answer" in str(info.value) and "\n" not in str(info.value)
+    assert cli.main(["top", "--url", "http://127.0.0.1:%d" % free_port(), "--iterations", "1"]) == 1

@@ -1,6 +1,5 @@
 """The metrics options of ``mmsctl serve`` and the ``mmsctl top`` command (wired in mmsctl.cli)."""
 import argparse
-import os
 import sys
 
 from mmsctl import server
@@ -95,7 +94,3 @@ def add_top_command(sub):
     cmd.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     cmd.add_argument("--iterations", type=int, help="refreshes before exiting (default: until Ctrl-C)")
     cmd.set_defaults(func=cmd_top)
-
-
-def state_dir_of(args):
-    return os.path.abspath(args.state_dir)

@@ -245,7 +245,8 @@ class _Collector:
         yield from (rss, cpu)
         host = self.exporter.host_figures
         if host:
-            yield GaugeMetricFamily("mmsctl_host_cpu_percent", "Host CPU use over the last poll", value=host["cpu_percent"])
+            yield GaugeMetricFamily("mmsctl_host_cpu_percent", "Host CPU use over the last poll",
+                                    value=host["cpu_percent"])
             yield GaugeMetricFamily("mmsctl_host_memory_used_bytes", "Host memory in use (total - available)",
                                     value=host["memory_used"])
             yield GaugeMetricFamily("mmsctl_host_memory_total_bytes", "Host memory", value=host["memory_total"])
