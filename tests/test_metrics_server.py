@@ -2,6 +2,7 @@
 through log rotation, a real Prometheus scraping it, /readyz while a model loads,
 after its worker is killed and once MMS restarted it, unregistered models, and
 ``mmsctl serve`` / ``top`` / ``stop`` and the SIGTERM drain of ``serve --foreground``."""
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mmsctl import server
 from mmsctl.management import ManagementClient
-from mmsctl.metrics import logconfig, runner
+from mmsctl.metrics import emf, logconfig, runner
 
 from helpers import free_port
 
@@ -229,13 +230,12 @@ def test_serve_top_and_stop_run_and_end_the_exporter_child(model_store, tmp_path
     assert until(lambda: _port_closed(port), 10)
 
 
-@pytest.mark.slow
-def test_sigterm_drains_readyz_then_stops(model_store, tmp_path):
+def test_sigterm_drains_readyz_then_stops_and_emf_lines_count_the_requests(model_store, tmp_path):
     state_dir, port = str(tmp_path / "state"), free_port()
     process = subprocess.Popen(
         [_mmsctl(), "serve", "--foreground", "--model-store", model_store, "--models", "%s=%s.mar" % (SECOND, SECOND),
          "--inference-port", str(free_port()), "--management-port", str(free_port()), "--metrics-port", str(port),
-         "--drain-seconds", "3", "--vcpus", "1", "--state-dir", state_dir],
+         "--drain-seconds", "3", "--vcpus", "1", "--state-dir", state_dir, "--emf"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -244,6 +244,14 @@ def test_sigterm_drains_readyz_then_stops(model_store, tmp_path):
                 break
         url = "http://127.0.0.1:%d" % port
         assert requests.get(url + "/readyz", timeout=10).status_code == 200
+        inference = server.ServerState.load(state_dir).inference_url
+        time.sleep(1.0)  # serve's own warm-up request (a 400) may reach the access log after the exporter started
+        key = (("code", "400"), ("model", SECOND))
+        baseline = samples(url, "mmsctl_requests_total").get(key, 0)
+        codes = [requests.post(inference + "/predictions/" + SECOND, data=b"", timeout=60).status_code
+                 for _ in range(3)]
+        assert codes == [400] * 3
+        until(lambda: samples(url, "mmsctl_requests_total").get(key) == baseline + 3, 10)
         process.send_signal(signal.SIGTERM)
         answer = until(lambda: (lambda r: r.json() if r.status_code == 503 else None)(
             requests.get(url + "/readyz", timeout=5)), 2, step=0.1)
@@ -251,9 +259,14 @@ def test_sigterm_drains_readyz_then_stops(model_store, tmp_path):
         assert os.path.exists(os.path.join(state_dir, "draining"))
         time.sleep(1.5)  # --drain-seconds 3: still draining, the server still answers
         assert requests.get(url + "/healthz", timeout=5).status_code == 200
-        process.stdout.read()
+        rest = process.stdout.read()
         assert process.wait(timeout=60) == 0
         assert _port_closed(port)
+        events = [json.loads(line) for line in rest.splitlines() if line.startswith('{"_aws"')]
+        assert events and all(emf.problems(event) == [] for event in events), rest[-3000:]
+        mine = [event for event in events if event["Model"] == SECOND]
+        assert sum(event["Requests4XX"] for event in mine) == baseline + 3  # the last minute: written at the stop
+        assert sum(event["Requests2XX"] for event in mine) == 0 and mine[-1]["Workers"] == 1
     finally:
         if process.poll() is None:
             process.kill()

@@ -136,8 +136,9 @@ class EmfWriter:
                     done[(last, model)] = {"counts": {}, "latencies": []}
         for (minute, model), entry in sorted(done.items()):
             event = line(model, minute, entry["counts"], entry["latencies"], self.workers_of(model), self.namespace)
+            # one write per line: MMS's frontend writes to the same stdout in a container, and a
+            # pipe keeps writes under 4 KiB whole
             self.stream.write(json.dumps(event, separators=(",", ":")) + "\n")
-            self.written[model] = max(self.written.get(model, -1), minute)
-        if done:
             self.stream.flush()
+            self.written[model] = max(self.written.get(model, -1), minute)
         return len(done)
