@@ -30,6 +30,7 @@ import numpy as np
 from mmsctl.files import read_regular
 
 from . import batching, builder
+from .onnx_signature import NUMPY_TYPES, onnx_module, opsets, read_signature, tensor_spec
 from .errors import InvalidInput
 
 ENGINES = ("onnxruntime", "mxnet")
@@ -44,21 +45,6 @@ MXNET_EXPORT_OPSET = 13
 #: Agreement required between two engines on the same input (answers are probabilities).
 TOLERANCE = 1e-4
 
-#: ONNX element type name -> v2 datatype (the types the handlers decode and encode).
-#: Not carried: STRING (v2 BYTES), BFLOAT16 and the float8 types (no numpy type), complex.
-ONNX_DATATYPES = {
-    "FLOAT": "FP32", "FLOAT16": "FP16", "DOUBLE": "FP64", "INT64": "INT64", "INT32": "INT32",
-    "INT16": "INT16", "INT8": "INT8", "UINT64": "UINT64", "UINT32": "UINT32", "UINT16": "UINT16",
-    "UINT8": "UINT8", "BOOL": "BOOL",
-}
-
-NUMPY_TYPES = {
-    "FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-    "INT16": np.int16, "INT8": np.int8, "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16,
-    "UINT8": np.uint8, "BOOL": np.bool_,
-}
-
-
 @dataclass(frozen=True)
 class OnnxConfig(builder.ImageOptions):
     """Options of ``mmsctl archive onnx``; the image options apply only with a synset."""
@@ -69,14 +55,6 @@ class OnnxConfig(builder.ImageOptions):
     engine: str = "onnxruntime"
     export_path: str = "."
     input_shape: Optional[List[int]] = None
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise InvalidInput("the onnx package is not installed: run scripts/bootstrap.sh (requirements/runtime.txt)")
-    return onnx
 
 
 def _ort():
@@ -95,7 +73,7 @@ def _first_line(err):
 # -- reading and checking ---------------------------------------------------------------
 def load_model(path):
     """Parse an .onnx file (weights stored in external files are refused)."""
-    onnx = _onnx()
+    onnx = onnx_module()
     if not os.path.isfile(path):
         raise InvalidInput("ONNX model %s does not exist" % path)
     from google.protobuf.message import DecodeError
@@ -112,7 +90,7 @@ def load_model(path):
 
 def check_model(model, path):
     """onnx.checker + strict shape inference; returns the model with inferred shapes."""
-    onnx = _onnx()
+    onnx = onnx_module()
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
@@ -121,54 +99,6 @@ def check_model(model, path):
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as err:
         raise InvalidInput("%s fails ONNX shape inference: %s" % (path, _first_line(err)))
-
-
-def _dims(shape):
-    """ONNX dimensions -> ints (fixed), strings (named symbols) or None (unknown)."""
-    dims = []
-    for dim in shape.dim:
-        if dim.HasField("dim_value") and dim.dim_value > 0:
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param") and dim.dim_param:
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return dims
-
-
-def tensor_spec(value, role, path):
-    """``{"name", "shape", "datatype"}`` of a graph input or output; refuses what cannot be served."""
-    onnx = _onnx()
-    kind = value.type.WhichOneof("value")
-    if kind != "tensor_type":
-        raise InvalidInput("%s: %s %r is a %s, not a tensor: mmsctl serves tensor inputs and outputs only"
-                           % (path, role, value.name, kind or "value of unknown type"))
-    tensor = value.type.tensor_type
-    type_name = onnx.TensorProto.DataType.Name(tensor.elem_type)
-    if type_name not in ONNX_DATATYPES:
-        raise InvalidInput("%s: %s %r has element type %s, which the tensor protocol does not carry here "
-                           "(supported: %s)" % (path, role, value.name, type_name, ", ".join(ONNX_DATATYPES)))
-    shape = _dims(tensor.shape) if tensor.HasField("shape") else None
-    return {"name": value.name, "shape": shape, "datatype": ONNX_DATATYPES[type_name]}
-
-
-def read_signature(model, path):
-    """(inputs, outputs) specs of a checked model; every input needs a declared rank (0 for a scalar)."""
-    weights = {tensor.name for tensor in model.graph.initializer}
-    inputs = [tensor_spec(v, "input", path) for v in model.graph.input if v.name not in weights]
-    outputs = [tensor_spec(v, "output", path) for v in model.graph.output]
-    if not inputs:
-        raise InvalidInput("%s has no input that is not a weight: nothing to feed" % path)
-    for spec in inputs:
-        if spec["shape"] is None:
-            raise InvalidInput("%s: input %r has no declared shape: give it one (its rank at least, symbolic "
-                               "dimensions are fine) so that requests can be checked" % (path, spec["name"]))
-    return inputs, outputs
-
-
-def opsets(model):
-    """``ai.onnx 13, com.example 1``: the operator sets a model imports."""
-    return ", ".join("%s %d" % (o.domain or "ai.onnx", o.version) for o in model.opset_import)
 
 
 def example_feeds(inputs, batch=None, seed=None):
@@ -261,7 +191,7 @@ def for_mxnet_importer(model):
     Every initializer is also listed in ``graph.input`` (else a KeyError), and every Conv
     carries ``kernel_shape`` (optional in ONNX, read unconditionally by the importer).
     """
-    onnx = _onnx()
+    onnx = onnx_module()
     from onnx import helper
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -358,7 +288,7 @@ def export_mxnet_checkpoint(symbol_path, params_path, input_name, input_shape, p
     Deterministic: the same checkpoint gives the same bytes (archives stay byte-identical).
     """
     mx = _mx()
-    onnx = _onnx()
+    onnx = onnx_module()
     import mxnet.onnx  # noqa: F401  (registers mx.onnx)
     unsupported = mxnet_export_unsupported(symbol_path)
     if unsupported:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from mmsctl.config import profiles
+from mmsctl.drain import DEFAULT_DRAIN_TIMEOUT
 from mmsctl.errors import UsageError
 
 INFERENCE_PORT = 8080
@@ -49,8 +50,13 @@ DEFAULT_MEMORY_MIB = 2048
 CPU_UNITS_PER_VCPU = 1024
 #: the server loads every model before it is healthy: MXNet import + model load
 HEALTH_CHECK = {"interval": 30, "timeout": 10, "retries": 3, "startPeriod": 120}
-#: seconds ECS waits between SIGTERM and SIGKILL (measured here: the server is gone in 0.4 s)
-STOP_TIMEOUT = 30
+#: after SIGTERM the server drains (requests in flight finish) for at most --drain-timeout
+#: seconds, then stops MMS (measured here: gone in 0.4 s); ECS waits stopTimeout =
+#: drain + margin before SIGKILL, at most 120 s
+DRAIN_TIMEOUT = int(DEFAULT_DRAIN_TIMEOUT)
+STOP_MARGIN = 10
+MAX_STOP_TIMEOUT = 120
+STOP_TIMEOUT = DRAIN_TIMEOUT + STOP_MARGIN
 NEURON_SOCKET_VOLUME = "neuron-sock"
 NEURON_SOCKET_DIR = "/sock"
 NEURON_RTD_MEMORY_MIB = 256
@@ -93,6 +99,8 @@ class TaskOptions:
     host_model_store: Optional[str] = None
     log_group: Optional[str] = None
     region: Optional[str] = None
+    metrics_port: Optional[int] = None
+    drain_timeout: int = DRAIN_TIMEOUT
 
 
 def default_family(options):
@@ -158,6 +166,12 @@ def validate(options):
         raise EcsError("--host-port %d is not a port" % options.host_port)
     if options.gpus < 1:
         raise EcsError("--gpus must be at least 1")
+    if not 0 <= options.drain_timeout <= MAX_STOP_TIMEOUT - STOP_MARGIN:
+        raise EcsError("--drain-timeout %d: 0 to %d seconds (ECS stops a container at most %d s after SIGTERM, and "
+                       "stopping MMS takes up to %d more)" % (options.drain_timeout, MAX_STOP_TIMEOUT - STOP_MARGIN,
+                                                             MAX_STOP_TIMEOUT, STOP_MARGIN))
+    if options.metrics_port in (INFERENCE_PORT, MANAGEMENT_PORT):
+        raise EcsError("--metrics-port %d is the inference or management port" % options.metrics_port)
     if options.openmp not in profiles.OPENMP_RUNTIMES:
         raise EcsError("--openmp must be one of %s" % ", ".join(profiles.OPENMP_RUNTIMES))
     return options
@@ -170,7 +184,8 @@ def _profile(options, name, vcpus):
                                   unset_ecs_metadata=name == "ei" and options.ei_attachment == "instance")
 
 
-def serve_command(profile, models, inference_port, management_port):
+def serve_command(profile, models, inference_port, management_port, metrics_port=None,
+                  drain_timeout=DRAIN_TIMEOUT):
     """The arguments of ``mmsctl serve --foreground --public`` for one container.
 
     The ECS entry point is ``mmsctl serve`` itself (ECS's init process is PID 1
@@ -179,7 +194,10 @@ def serve_command(profile, models, inference_port, management_port):
     """
     words = ["mmsctl", "serve", "--foreground", "--public", "--model-store", CONTAINER_MODEL_STORE,
              "--profile", profile.name, "--vcpus", str(profile.vcpus), "--openmp", profile.openmp,
-             "--inference-port", str(inference_port), "--management-port", str(management_port)]
+             "--inference-port", str(inference_port), "--management-port", str(management_port),
+             "--drain-timeout", str(drain_timeout)]
+    if metrics_port is not None:  # /healthz and /readyz, the load balancer's health check
+        words += ["--metrics-port", str(metrics_port)]
     if profile.name == "gpu":
         words += ["--gpus", str(profile.gpus)]
     if profile.unset_environment:
@@ -206,7 +224,9 @@ def server_container(options, profile, name, inference_port, host_port, cpu=None
     """One ``mmsctl serve`` container definition; ``cpu`` (units) and
     ``memory_reservation`` (MiB, a soft limit) are its share of the task."""
     management_port = inference_port + (MANAGEMENT_PORT - INFERENCE_PORT)
-    command = serve_command(profile, options.models, inference_port, management_port)
+    metrics_port = None if options.metrics_port is None else options.metrics_port + inference_port - INFERENCE_PORT
+    command = serve_command(profile, options.models, inference_port, management_port, metrics_port,
+                            options.drain_timeout)
     container = {
         "name": name,
         "image": options.image,
@@ -214,11 +234,12 @@ def server_container(options, profile, name, inference_port, host_port, cpu=None
         "entryPoint": command[:2],
         "command": command[2:],
         "environment": [{"name": key, "value": value} for key, value in sorted(profile.environment.items())],
-        "portMappings": [_port_mapping(options, inference_port, host_port)],
+        "portMappings": [_port_mapping(options, inference_port, host_port)] + (
+            [] if metrics_port is None else [_port_mapping(options, metrics_port, 0)]),
         "healthCheck": health_check(options.models, management_port),
         "linuxParameters": {"initProcessEnabled": True},
         "user": "10001:10001",
-        "stopTimeout": STOP_TIMEOUT,
+        "stopTimeout": options.drain_timeout + STOP_MARGIN,
         "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
         "dockerLabels": {"mmsctl.profile": profile.name},
     }

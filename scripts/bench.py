@@ -566,6 +566,12 @@ def first_request_entry(config, kind, first_ms, status, rows, batch_size=1):
             "steady_p50_ms": p50, "ratio_to_p50": ratio(first_ms, p50) if is_success(status) else None}
 
 
+def report_target(url=None, archive=None, profile=None, vcpus=None):
+    """What ``mmsctl bench`` measured: the server's URL, the archive run in-process, and the
+    server's profile and the vCPUs it planned for (what ``mmsctl ecs autoscaling`` matches)."""
+    return {"url": url, "archive": os.path.abspath(archive) if archive else None, "profile": profile, "vcpus": vcpus}
+
+
 def new_report(title, model, input_info, load, price, target=None):
     return {
         "format": REPORT_FORMAT,
@@ -866,8 +872,7 @@ def run_bench(input_path, load, price, url=None, model=None, inprocess_archive=N
         model = model_name_of(inprocess_archive)
     title = "Benchmark of %s" % model + (" at %s" % url if url else " in-process")
     report = new_report(title, model, describe_input(input_path, body), load, price,
-                        target={"url": url, "archive": os.path.abspath(inprocess_archive) if inprocess_archive
-                                else None, "profile": profile_name})
+                        target=report_target(url, inprocess_archive, profile_name, profile.vcpus))
     config = profile_name or ("server" if url else "in-process")
     if url is not None:
         run_server_bench(url, model, input_path, load, price, progress=progress, message=message, config=config,

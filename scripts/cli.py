@@ -256,6 +256,9 @@ def cmd_serve(args):
             flush=True)
 
     if args.foreground:
+        from . import drain
+        state_dir = os.path.abspath(args.state_dir)
+        drain.clear_draining(state_dir)  # a stale flag would fail readiness
         exporters = []
 
         def on_ready(state):
@@ -263,11 +266,12 @@ def cmd_serve(args):
             exporters.extend([exporter] if exporter else [])
             ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
 
-        def drain():  # on SIGTERM: /readyz says "draining" until in-flight requests are done
-            metrics_cli.drain(exporters, args.drain_seconds)
+        def requests_done():  # mark draining (/readyz: 503), wait for the requests in flight (mmsctl.drain)
+            drain.drain(state_dir, args.inference_port, args.drain_timeout,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
         try:
             return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
-                                           on_ready=on_ready, drain=drain)
+                                           on_ready=on_ready, drain=requests_done if args.drain_timeout > 0 else None)
         finally:
             for exporter in exporters:
                 exporter.stop()
@@ -285,7 +289,7 @@ def cmd_stop(args):
 
 
 def add_server_commands(sub):
-    from . import server
+    from . import drain, server
     config = sub.add_parser("config", help="render MMS config.properties profiles",
                             epilog=_example("mmsctl config render --profile cpu-throughput --vcpus 4"),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,6 +314,9 @@ def add_server_commands(sub):
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    serve.add_argument("--drain-timeout", type=float, default=drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
+                       help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
+                            "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     metrics_cli.add_serve_options(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -578,6 +585,8 @@ def add_ecs_commands(sub):
     from mmsctl.config.profiles import OPENMP_RUNTIMES
     from mmsctl.docker import ecs
 
+    from . import autoscaling
+
     def _list(text):
         return [item for item in text.split(",") if item]
 
@@ -594,7 +603,7 @@ def add_ecs_commands(sub):
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn, host_model_store=args.host_model_store, log_group=args.log_group,
-            region=args.region)))
+            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout)))
 
     def cmd_neuron(args):
         _print_json(ecs.neuron_task_definition(ecs.NeuronOptions(
@@ -654,6 +663,11 @@ def add_ecs_commands(sub):
                            "archives are in the image)")
     task.add_argument("--log-group", help="CloudWatch Logs group for the awslogs driver")
     task.add_argument("--region", help="region of --log-group (default us-east-1)")
+    task.add_argument("--metrics-port", type=int, help="serve /healthz and /readyz on this port (awsvpc tasks behind "
+                                                       "a load balancer: 8082)")
+    task.add_argument("--drain-timeout", type=int, default=ecs.DRAIN_TIMEOUT,
+                      help="seconds requests in flight get after SIGTERM (default %d; stopTimeout = this + %d)"
+                           % (ecs.DRAIN_TIMEOUT, ecs.STOP_MARGIN))
     roles(task)
     task.set_defaults(func=cmd_task_definition)
 
@@ -695,6 +709,7 @@ def add_ecs_commands(sub):
                      help="ei-connect (elastic-inference:Connect), task-trust (ecs-tasks.amazonaws.com), "
                           "instance-trust (ec2.amazonaws.com)")
     iam.set_defaults(func=cmd_iam)
+    autoscaling.add_command(actions)
 
 
 COMMAND_GROUPS.append(add_ecs_commands)

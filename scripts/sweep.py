@@ -379,7 +379,8 @@ def run(config, price, progress=None, message=None):
     report = new_report("Sweep of %s over %s" % (model, ", ".join(config.profiles)), model,
                         describe_input(config.input, body), config.load, price,
                         target={"archive": os.path.abspath(config.archive), "profiles": list(config.profiles),
-                                "batch_sizes": list(config.batch_sizes), "max_batch_delay_ms": config.max_batch_delay})
+                                "batch_sizes": list(config.batch_sizes), "max_batch_delay_ms": config.max_batch_delay,
+                                "vcpus": config.vcpus or profiles_mod.detect_vcpus()})
     store, entry_name = None, None
     if config.unpacked:
         store, entry_name = unpack_into_store(config.archive, config.out, model)

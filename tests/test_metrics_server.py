@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -235,7 +237,7 @@ def test_sigterm_drains_readyz_then_stops_and_emf_lines_count_the_requests(model
     process = subprocess.Popen(
         [_mmsctl(), "serve", "--foreground", "--model-store", model_store, "--models", "%s=%s.mar" % (SECOND, SECOND),
          "--inference-port", str(free_port()), "--management-port", str(free_port()), "--metrics-port", str(port),
-         "--drain-seconds", "3", "--vcpus", "1", "--state-dir", state_dir, "--emf"],
+         "--drain-timeout", "4", "--vcpus", "1", "--state-dir", state_dir, "--emf"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -252,13 +254,19 @@ def test_sigterm_drains_readyz_then_stops_and_emf_lines_count_the_requests(model
                  for _ in range(3)]
         assert codes == [400] * 3
         until(lambda: samples(url, "mmsctl_requests_total").get(key) == baseline + 3, 10)
+        # a request still being sent holds the drain (mmsctl.drain) to its 4 s bound
+        held = socket.create_connection((urlsplit(inference).hostname, urlsplit(inference).port))
+        held.sendall(b"POST /predictions/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345"
+                     % SECOND.encode())
+        time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         answer = until(lambda: (lambda r: r.json() if r.status_code == 503 else None)(
             requests.get(url + "/readyz", timeout=5)), 2, step=0.1)
         assert answer == {"ready": False, "reason": "draining"}
         assert os.path.exists(os.path.join(state_dir, "draining"))
-        time.sleep(1.5)  # --drain-seconds 3: still draining, the server still answers
+        time.sleep(1.5)  # still draining: the server still answers
         assert requests.get(url + "/healthz", timeout=5).status_code == 200
+        held.close()
         rest = process.stdout.read()
         assert process.wait(timeout=60) == 0
         assert _port_closed(port)

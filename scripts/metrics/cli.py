@@ -16,9 +16,6 @@ def add_serve_options(parser):
                             "on 127.0.0.1, or 0.0.0.0 with --public" % DEFAULT_PORT)
     group.add_argument("--emf", action="store_true",
                        help="write CloudWatch Embedded Metric Format lines to stdout (per model per minute)")
-    group.add_argument("--drain-seconds", type=float, default=0.0,
-                       help="--foreground: on SIGTERM /readyz says draining for at least this long, then until "
-                            "in-flight requests are done (25 s at most), before MMS stops (default 0)")
 
 
 def plan(args):
@@ -64,12 +61,6 @@ def start_in_process(where, state, emf=False):
     runner.clear(state.state_dir)
     return runner.start_in_process(state.state_dir, host=where["host"], port=where["port"],
                                    emf_stream=sys.stdout if emf else None)
-
-
-def drain(exporters, min_seconds):
-    """SIGTERM of a foreground server: drain through its exporter (nothing to wait for without one)."""
-    for exporter in exporters:
-        runner.drain(exporter, exporter.state_dir, min_seconds=min_seconds)
 
 
 def stop(state_dir):

@@ -14,6 +14,7 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from mmsctl.drain import DRAINING_FILE
 from mmsctl.errors import ManagementError, ServerError
 from mmsctl.management import ManagementClient
 from mmsctl.server import ServerState
@@ -24,7 +25,6 @@ from .store import LOADED, Store
 from .tail import Follower
 
 DEFAULT_PORT = 8082
-DRAINING_FILE = "draining"
 
 _LOGS = (("access", logconfig.ACCESS_LOG, parse.access, False),
          ("model_metrics", logconfig.MODEL_METRICS_LOG, parse.metric, False),
@@ -96,7 +96,7 @@ class Exporter:
 
     # -- reading -------------------------------------------------------------------------------
     def tail_once(self):
-        with self._tail_lock:  # the tail thread, /readyz and the drain all read
+        with self._tail_lock:  # the tail thread and /readyz both read
             self._tail_once()
 
     def _tail_once(self):

@@ -1,9 +1,10 @@
 """Run the exporter next to a server: in-process (``serve --foreground``) or as a child
 process of ``mmsctl serve`` (stopped by ``mmsctl stop``, and by itself once the
-server is gone), and drain a foreground server on SIGTERM.
+server is gone).
 
-``<state_dir>/metrics.json`` records the exporter's URL (``mmsctl top`` reads it)
-and, for a child, its pid.
+The SIGTERM drain of a foreground server is ``mmsctl.drain``'s; ``/readyz`` reads its
+``<state_dir>/draining``. ``<state_dir>/metrics.json`` records the exporter's URL
+(``mmsctl top`` reads it) and, for a child, its pid.
 """
 import argparse
 import json
@@ -19,7 +20,6 @@ import requests
 from mmsctl.errors import ServerError
 from mmsctl.server import STATE_FILE, port_problem
 
-from . import procs
 from .exporter import DEFAULT_PORT, DRAINING_FILE, Exporter
 
 METRICS_FILE = "metrics.json"
@@ -107,32 +107,6 @@ def stop_child(state_dir, timeout=5.0):
     except psutil.Error:
         return False
     return True
-
-
-def drain(exporter, state_dir, min_seconds=0.0, timeout=25.0, quiet=1.0):
-    """Say "draining" on /readyz, then wait until in-flight requests are done: at least ``min_seconds``
-    (for a load balancer to see it), then until no worker process used CPU and no request was answered
-    for ``quiet`` seconds, ``timeout`` at most. Returns the seconds waited."""
-    started = time.monotonic()
-    with open(os.path.join(state_dir, DRAINING_FILE), "w", encoding="utf-8") as handle:
-        handle.write("%d\n" % os.getpid())
-    state = exporter.server_state()
-
-    def activity():
-        exporter.tail_once()
-        cpu = sum(p.cpu_seconds for p in procs.worker_processes(state.pid)) if state else 0.0
-        with exporter.store.lock:
-            return cpu, sum(exporter.store.requests.values())
-
-    last, last_change = activity(), time.monotonic()
-    while time.monotonic() - started < timeout:
-        time.sleep(0.1)
-        now_activity = activity()
-        if now_activity[1] != last[1] or now_activity[0] - last[0] > 0.02:
-            last, last_change = now_activity, time.monotonic()
-        elif time.monotonic() - started >= min_seconds and time.monotonic() - last_change >= quiet:
-            break
-    return time.monotonic() - started
 
 
 def main(argv=None):
