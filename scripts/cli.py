@@ -603,7 +603,7 @@ def add_ecs_commands(sub):
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn, host_model_store=args.host_model_store, log_group=args.log_group,
-            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout)))
+            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout, emf=args.emf)))
 
     def cmd_neuron(args):
         _print_json(ecs.neuron_task_definition(ecs.NeuronOptions(
@@ -665,6 +665,9 @@ def add_ecs_commands(sub):
     task.add_argument("--region", help="region of --log-group (default us-east-1)")
     task.add_argument("--metrics-port", type=int, help="serve /healthz and /readyz on this port (awsvpc tasks behind "
                                                        "a load balancer: 8082)")
+    task.add_argument("--emf", action="store_true",
+                      help="the server writes CloudWatch Embedded Metric Format lines (per model per minute) for "
+                           "the awslogs driver (needs --log-group)")
     task.add_argument("--drain-timeout", type=int, default=ecs.DRAIN_TIMEOUT,
                       help="seconds requests in flight get after SIGTERM (default %d; stopTimeout = this + %d)"
                            % (ecs.DRAIN_TIMEOUT, ecs.STOP_MARGIN))

@@ -12,6 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mmsctl import cli
+from mmsctl.docker import ecs
 from mmsctl.errors import ServerError
 from mmsctl.metrics import cli as metrics_cli
 from mmsctl.metrics import emf, logconfig, parse, top
@@ -276,3 +277,22 @@ def test_top_says_in_one_line_when_no_exporter_answers():
         top.scrape("http://127.0.0.1:%d" % free_port(), timeout=2)
     assert "does not answer" in str(info.value) and "\n" not in str(info.value)
     assert cli.main(["top", "--url", "http://127.0.0.1:%d" % free_port(), "--iterations", "1"]) == 1
+
+
+def test_ecs_task_definition_enables_emf_with_the_awslogs_driver():
+    def task(**changes):
+        fields = dict(profile="cpu-latency", image="mmsctl:cpu", models=(("m", "m.mar"),), vcpus=2,
+                      log_group="/ecs/mmsctl", emf=True)
+        fields.update(changes)
+        return ecs.task_definition(ecs.TaskOptions(**fields))
+    (container,) = task()["containerDefinitions"]
+    assert "--emf" in container["command"] + container.get("entryPoint", [])
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    (plain,) = task(emf=False)["containerDefinitions"]
+    assert "--emf" not in plain["command"] + plain.get("entryPoint", [])
+    with pytest.raises(ecs.EcsError) as info:
+        task(log_group=None)
+    assert "--emf needs --log-group" in str(info.value)
+    args = cli.build_parser().parse_args(["ecs", "task-definition", "--profile", "cpu-latency", "--image", "i",
+                                          "--models", "m=m.mar", "--emf", "--log-group", "/g"])
+    assert args.emf
