@@ -44,12 +44,12 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from typing import Dict, Optional
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from mmsctl.errors import MmsctlError
-from mmsctl.handlers.contract import REQUIRE_DEVICE_ENV
+from mmsctl.handlers.contract import REQUIRE_DEVICE_ENV, THREADS_ENV
 
 PROFILES = ("ei", "gpu", "cpu-latency", "cpu-throughput")
 DEFAULT_INFERENCE_PORT = 8080
@@ -147,6 +147,8 @@ class Profile:
     unset_environment: tuple = ()
     extra_properties: Dict[str, str] = field(default_factory=dict)
     tls: Optional[TlsConfig] = None
+    #: per-model workers x threads over the server's one core budget (see plan_models)
+    plan: Tuple["ModelPlan", ...] = ()
 
 
 def detect_vcpus():
@@ -268,6 +270,118 @@ def build_profile(name, vcpus=None, gpus=None, model_store="model_store", infere
     )
 
 
+@dataclass(frozen=True)
+class ModelRequest:
+    """What one model asks of the core budget: a worker count, a share of the vCPUs, or neither."""
+
+    name: str
+    workers: Optional[int] = None
+    share: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Workers x threads for one model; ``cores`` is its part of the server's vCPUs."""
+
+    name: str
+    workers: int
+    threads: int
+    cores: int
+
+    def describe(self):
+        return "%s: %d worker%s x %d thread%s" % (self.name, self.workers, "" if self.workers == 1 else "s",
+                                                  self.threads, "" if self.threads == 1 else "s")
+
+
+def allot_cores(vcpus, requests, reserved=None):
+    """{model: cores}: a model in ``reserved`` takes that many cores, a model with a ``share``
+    gets that fraction of the vCPUs (at least 1), the others split what is left equally, the
+    first ones taking the remainder.
+
+    >>> allot_cores(4, [ModelRequest("a"), ModelRequest("b"), ModelRequest("c")])
+    {'a': 2, 'b': 1, 'c': 1}
+    >>> allot_cores(8, [ModelRequest("a", share=0.75), ModelRequest("b")])
+    {'a': 6, 'b': 2}
+    >>> allot_cores(1, [ModelRequest("a"), ModelRequest("b")])
+    {'a': 1, 'b': 0}
+    >>> allot_cores(3, [ModelRequest("a"), ModelRequest("b", workers=2)], reserved={"b": 2})
+    {'a': 1, 'b': 2}
+    """
+    cores = dict(reserved or {})
+    cores.update({r.name: max(1, int(r.share * vcpus)) for r in requests if r.share is not None})
+    rest = [r.name for r in requests if r.name not in cores]
+    left = max(0, vcpus - sum(cores.values()))
+    for index, name in enumerate(rest):
+        cores[name] = left // len(rest) + (1 if index < left % len(rest) else 0)
+    return {r.name: cores[r.name] for r in requests}
+
+
+def model_plan(profile, request, cores, default_workers=None):
+    """Workers x threads of one model inside its ``cores``, by the profile's rule:
+
+    cpu-latency: 1 worker (or ``workers``) sharing the cores as OpenMP threads;
+    cpu-throughput: one single-threaded worker per core (or ``workers``); ei: 1 worker,
+    1 thread; gpu: one worker per GPU, 1 thread. A model always gets one worker and
+    one thread, so more models than vCPUs oversubscribe (refused by plan_models).
+    """
+    workers = request.workers or default_workers
+    if profile.name == "cpu-latency":
+        workers = workers or 1
+        return ModelPlan(request.name, workers, max(1, cores // workers), cores)
+    if profile.name == "cpu-throughput":
+        return ModelPlan(request.name, workers or max(1, cores), 1, cores)
+    return ModelPlan(request.name, workers or (profile.gpus if profile.name == "gpu" else 1), 1, cores)
+
+
+def plan_models(profile, requests, oversubscribe=False, default_workers=None):
+    """``(profile with its plan, warning or None)``: workers x threads for every model so that
+    the sum over ALL models stays within the vCPUs (one core budget per server).
+
+    The workers get their threads from ``MMSCTL_THREADS`` (``MODEL=N`` pairs, applied by the
+    mmsctl handlers before MXNet or onnxruntime loads) and ``OMP_NUM_THREADS`` (the smallest
+    count, for handlers that read only that). A plan over the budget is refused with the
+    total, unless ``oversubscribe`` (then the warning says by how much).
+    ``default_workers`` (``--workers``) replaces the profile's count for models without one.
+    """
+    requests = list(requests)
+    if not requests:
+        return profile, None
+    shares = sum(r.share for r in requests if r.share is not None)
+    if shares > 1 + 1e-9:
+        raise ProfileError("the models' shares add up to %g, more than the whole server (1)" % shares)
+    # single-threaded workers (all but cpu-latency): a model's worker count is its cores
+    reserved = {r.name: r.workers or default_workers for r in requests
+                if profile.name != "cpu-latency" and (r.workers or default_workers) and r.share is None}
+    cores = allot_cores(profile.vcpus, requests, reserved)
+    plan = tuple(model_plan(profile, r, cores[r.name], default_workers) for r in requests)
+    total = sum(p.workers * p.threads for p in plan)
+    warning = None
+    if total > profile.vcpus:
+        problem = ("%d models plan %d workers x threads in all (%s), more than the %d vCPUs of profile %s"
+                   % (len(plan), total, "; ".join(p.describe() for p in plan), profile.vcpus, profile.name))
+        if not oversubscribe:
+            raise ProfileError(problem + ": lower the workers or shares, serve fewer models, or pass "
+                                         "--oversubscribe to run them anyway")
+        warning = "WARNING: %s (--oversubscribe): expect the models to slow each other down" % problem
+    environment = dict(profile.environment)
+    environment["OMP_NUM_THREADS"] = str(min(p.threads for p in plan))
+    environment[THREADS_ENV] = ",".join("%s=%d" % (p.name, p.threads) for p in plan)
+    if sum(p.workers for p in plan) > 1:  # compact affinity would pin every process to the same cores
+        for key in INTEL_OPENMP_SINGLE_WORKER:
+            environment.pop(key, None)
+    return replace(profile, plan=plan, environment=environment), warning
+
+
+def render_plan(profile):
+    """One line per model of the plan, and the total (empty without a plan)."""
+    if not profile.plan:
+        return ""
+    total = sum(p.workers * p.threads for p in profile.plan)
+    return "".join("# model %s\n" % p.describe() for p in profile.plan) + (
+        "# total: %d workers x threads on %d vCPUs%s\n" % (total, profile.vcpus,
+                                                           " (OVERSUBSCRIBED)" if total > profile.vcpus else ""))
+
+
 def properties(profile):
     """The ``config.properties`` keys of a profile, in a stable order."""
     props = {
@@ -336,5 +450,7 @@ def render_config(profile):
     """What ``mmsctl config render`` prints: config.properties, then the environment as comments."""
     environment = "".join("# " + line + "\n" for line in render_environment(profile).splitlines())
     return (render_properties(profile)
+            + ("\n# plan: workers x threads per model (register them with these workers)\n" + render_plan(profile)
+               if profile.plan else "")
             + "\n# environment of the server process (set it in the shell that starts MMS by hand)\n"
             + environment)

@@ -77,7 +77,8 @@ class TaskOptions:
     the image's MXNet ("gnu" for the pip wheels; the writer's own MXNet is not
     asked). ``models`` are (name, file.mar) pairs in the model store: the
     image's /models, or ``host_model_store`` on the container instance, mounted
-    read-only.
+    read-only. ``models_file``: a models file's name in that store, ``file_models``
+    its ModelSpecs (read by the caller): planned here, read by the server there.
     """
 
     profile: str
@@ -102,6 +103,13 @@ class TaskOptions:
     metrics_port: Optional[int] = None
     drain_timeout: int = DRAIN_TIMEOUT
     emf: bool = False
+    models_file: Optional[str] = None
+    file_models: Tuple = ()
+
+
+def all_model_names(options):
+    """The file's models first, then --models: the order `mmsctl serve` plans them in."""
+    return [spec.name for spec in options.file_models] + [name for name, _ in options.models]
 
 
 def default_family(options):
@@ -125,9 +133,13 @@ def validate(options):
         raise EcsError("unknown profile %r: choose one of %s" % (options.profile, ", ".join(profiles.PROFILES)))
     if not options.image:
         raise EcsError("--image is required: the image to run (e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/mmsctl:cpu)")
-    if not options.models:
-        raise EcsError("--models NAME=FILE.mar is required: the server's health check needs a model to check")
-    for name, path in options.models:
+    if not options.models and not options.file_models:
+        raise EcsError("--models NAME=FILE.mar or --models-file FILE.toml is required: the server's health check "
+                       "needs a model to check")
+    names = all_model_names(options)
+    if len(set(names)) != len(names):
+        raise EcsError("a model name is given twice (--models and the models file): %s" % ", ".join(names))
+    for name, path in tuple(options.models) + tuple((spec.name, spec.archive) for spec in options.file_models):
         if not _MODEL.match(name):
             raise EcsError("model name %r: MMS accepts letters, digits, '_', '.' and '-' only" % name)
         if "/" in path or not path.endswith(".mar"):
@@ -182,14 +194,18 @@ def validate(options):
 
 
 def _profile(options, name, vcpus):
-    return profiles.build_profile(name, vcpus=vcpus, gpus=options.gpus if name == "gpu" else 0,
-                                  model_store=CONTAINER_MODEL_STORE, inference_host="0.0.0.0",
-                                  openmp=options.openmp,
-                                  unset_ecs_metadata=name == "ei" and options.ei_attachment == "instance")
+    """The profile the server in the container computes, planned over all its models (one core budget)."""
+    profile = profiles.build_profile(name, vcpus=vcpus, gpus=options.gpus if name == "gpu" else 0,
+                                     model_store=CONTAINER_MODEL_STORE, inference_host="0.0.0.0",
+                                     openmp=options.openmp,
+                                     unset_ecs_metadata=name == "ei" and options.ei_attachment == "instance")
+    requests = [spec.request() for spec in options.file_models]
+    requests += [profiles.ModelRequest(model) for model, _ in options.models]
+    return profiles.plan_models(profile, requests)[0]
 
 
 def serve_command(profile, models, inference_port, management_port, metrics_port=None,
-                  drain_timeout=DRAIN_TIMEOUT, emf=False):
+                  drain_timeout=DRAIN_TIMEOUT, models_file=None, emf=False):
     """The arguments of ``mmsctl serve --foreground --public`` for one container.
 
     The ECS entry point is ``mmsctl serve`` itself (ECS's init process is PID 1
@@ -208,15 +224,18 @@ def serve_command(profile, models, inference_port, management_port, metrics_port
         words += ["--gpus", str(profile.gpus)]
     if profile.unset_environment:
         words.append("--unset-ecs-metadata")
-    words.append("--models")
-    words += ["%s=%s" % (name, path) for name, path in models]
+    if models_file:
+        words += ["--models-file", "%s/%s" % (CONTAINER_MODEL_STORE, models_file)]
+    if models:
+        words.append("--models")
+        words += ["%s=%s" % (name, path) for name, path in models]
     return words
 
 
-def health_check(models, management_port):
+def health_check(names, management_port):
     """ECS health check: READY workers for every model (MMS's /ping stays 200 when all are dead)."""
     command = ["CMD", "mmsctl", "health", "--management-url", "http://127.0.0.1:%d" % management_port]
-    return dict(HEALTH_CHECK, command=command + [name for name, _ in models])
+    return dict(HEALTH_CHECK, command=command + list(names))
 
 
 def _port_mapping(options, container_port, host_port):
@@ -232,7 +251,7 @@ def server_container(options, profile, name, inference_port, host_port, cpu=None
     management_port = inference_port + (MANAGEMENT_PORT - INFERENCE_PORT)
     metrics_port = None if options.metrics_port is None else options.metrics_port + inference_port - INFERENCE_PORT
     command = serve_command(profile, options.models, inference_port, management_port, metrics_port,
-                            options.drain_timeout, emf=options.emf)
+                            options.drain_timeout, options.models_file, emf=options.emf)
     container = {
         "name": name,
         "image": options.image,
@@ -242,7 +261,7 @@ def server_container(options, profile, name, inference_port, host_port, cpu=None
         "environment": [{"name": key, "value": value} for key, value in sorted(profile.environment.items())],
         "portMappings": [_port_mapping(options, inference_port, host_port)] + (
             [] if metrics_port is None else [_port_mapping(options, metrics_port, 0)]),
-        "healthCheck": health_check(options.models, management_port),
+        "healthCheck": health_check(all_model_names(options), management_port),
         "linuxParameters": {"initProcessEnabled": True},
         "user": "10001:10001",
         "stopTimeout": options.drain_timeout + STOP_MARGIN,

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from . import codec
 from .contract import LOAD_FAILURES_ENV, SIGNATURE_FILE
 from .errors import BadRequest, HandlerError, ModelLoadFailure
+from .threads import apply_model_threads
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class BaseHandler:
         self.model_name = getattr(context, "model_name", None) or os.path.basename(model_dir or "")
         try:
             started = time.monotonic()
+            apply_model_threads(self.model_name)  # before any engine imports MXNet or onnxruntime
             self.signature = load_signature(model_dir)
             self.setup(self.signature, model_dir)
             factory = self._engine_factory

@@ -5,7 +5,7 @@ relatively. Nothing here imports anything: this module ships inside every archiv
 
 >>> sorted(name for name in dir() if name.isupper())  # doctest: +NORMALIZE_WHITESPACE
 ['ENGINE_ENV', 'HANDLER_PACKAGE', 'LOAD_FAILURES_ENV', 'MANIFEST_PATH', 'REQUIRE_DEVICE_ENV',
- 'SIGNATURE_FILE']
+ 'SIGNATURE_FILE', 'THREADS_ENV']
 """
 
 #: The folder inside every archive that holds these handlers (``mmsctl_handlers/``).
@@ -20,3 +20,5 @@ LOAD_FAILURES_ENV = "MMSCTL_LOAD_FAILURES"
 REQUIRE_DEVICE_ENV = "MMSCTL_REQUIRE_DEVICE"
 #: Engine preference: auto, mxnet, onnxruntime, or MODEL=ENGINE pairs.
 ENGINE_ENV = "MMSCTL_ENGINE"
+#: Threads per model on a server with several models: MODEL=N pairs (the plan of the core budget).
+THREADS_ENV = "MMSCTL_THREADS"

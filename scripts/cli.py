@@ -11,7 +11,7 @@ import sys
 from mmsctl.config.profiles import PROFILES
 
 from . import __version__
-from .errors import MmsctlError, UsageError
+from .errors import ManagementError, MmsctlError, UsageError
 from .metrics import cli as metrics_cli
 
 DESCRIPTION = "Build, serve and deploy MXNet Model Server (.mar) archives."
@@ -234,26 +234,67 @@ def _add_profile_options(parser, store_required=False):
                         help="type of --tls-keystore (default PKCS12)")
 
 
+def _model_specs(args, model_store=None):
+    """The models of --models-file and --models (checked, archives included when ``model_store``)."""
+    from . import models_file
+    groups = []
+    if getattr(args, "models_file", None):
+        groups.append((args.models_file, models_file.load(args.models_file)))
+    if args.models:
+        groups.append(("--models", models_file.from_pairs(args.models)))
+    specs = models_file.combine(*groups)
+    if model_store is not None:
+        for source, group in groups:
+            models_file.check_archives(group, model_store, source)
+    return specs
+
+
+def _planned_profile(args, specs, absolute=True):
+    """The profile with its plan over every model; a plan over the vCPUs is refused unless --oversubscribe."""
+    from mmsctl.config import profiles
+    profile = _profile_from(args, absolute=absolute)
+    profile, warning = profiles.plan_models(profile, [spec.request() for spec in specs],
+                                            oversubscribe=getattr(args, "oversubscribe", False),
+                                            default_workers=getattr(args, "workers", None))
+    if warning:
+        print("mmsctl: " + warning, file=sys.stderr)
+    return profile
+
+
 def cmd_config_render(args):
     from mmsctl.config import profiles
-    sys.stdout.write(profiles.render_config(_profile_from(args, absolute=False)))
+    sys.stdout.write(profiles.render_config(_planned_profile(args, _model_specs(args), absolute=False)))
 
 
 def cmd_serve(args):
     from . import server
-    profile = _profile_from(args)
-    models = dict(args.models or [])
+    specs = _model_specs(args, model_store=args.model_store)
+    profile = _planned_profile(args, specs)
+    models = [spec.name for spec in specs]
     metrics = metrics_cli.plan(args)  # where the exporter will listen (None: --metrics-port 0)
 
     def ready(state, stop_hint=True, metrics_url=None):
-        print("serving %s on %s (management %s, profile %s: %d worker%s x %d thread%s)%s%s" % (
-            ", ".join(models) or "no model", state.inference_url, state.management_url, profile.name,
-            profile.workers, "" if profile.workers == 1 else "s", profile.omp_threads,
-            "" if profile.omp_threads == 1 else "s",
+        if len(profile.plan) > 1:
+            plan = "%d models on %d vCPUs" % (len(profile.plan), profile.vcpus)
+        else:
+            workers, threads = ((profile.plan[0].workers, profile.plan[0].threads) if profile.plan
+                                else (profile.workers, profile.omp_threads))
+            plan = "%d worker%s x %d thread%s" % (workers, "" if workers == 1 else "s", threads,
+                                                 "" if threads == 1 else "s")
+        print("serving %s on %s (management %s, profile %s: %s)%s%s" % (
+            ", ".join(models) or "no model", state.inference_url, state.management_url, profile.name, plan,
             "; metrics, /healthz, /readyz on %s" % metrics_url if metrics_url else "",
             ("; stop with: mmsctl stop" + ("" if args.state_dir == server.default_state_dir()
                                             else " --state-dir " + args.state_dir)) if stop_hint else ""),
             flush=True)
+        keys = ("batch_size", "max_batch_delay_ms", "response_timeout_s", "engine")
+        if len(profile.plan) > 1 or any(key in state.settings.get(p.name, {}) for p in profile.plan for key in keys):
+            for plan in profile.plan:
+                settings = state.settings.get(plan.name, {})
+                extra = ", ".join("%s %s" % (key, settings[key]) for key in keys if key in settings)
+                print("  model %s%s" % (plan.describe(), " (%s)" % extra if extra else ""), flush=True)
+            total = sum(p.workers * p.threads for p in profile.plan)
+            print("  total: %d workers x threads on %d vCPUs" % (total, profile.vcpus), flush=True)
 
     if args.foreground:
         from . import drain
@@ -270,12 +311,12 @@ def cmd_serve(args):
             drain.drain(state_dir, args.inference_port, args.drain_timeout,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
         try:
-            return server.serve_foreground(profile, args.state_dir, models, ready_timeout=args.timeout,
+            return server.serve_foreground(profile, args.state_dir, specs, ready_timeout=args.timeout,
                                            on_ready=on_ready, drain=requests_done if args.drain_timeout > 0 else None)
         finally:
             for exporter in exporters:
                 exporter.stop()
-    state = server.start(profile, args.state_dir, models, ready_timeout=args.timeout)
+    state = server.start(profile, args.state_dir, specs, ready_timeout=args.timeout)
     ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf))
     return 0
 
@@ -286,6 +327,16 @@ def cmd_stop(args):
     metrics_cli.stop(args.state_dir)
     count = server.stop(state)
     print("stopped server pid %d (%d processes)" % (state.pid, count))
+
+
+def _add_models_options(parser):
+    parser.add_argument("--models", nargs="+", type=_model_pair, metavar="NAME=FILE.mar", help="models to load")
+    parser.add_argument("--models-file", metavar="FILE.toml",
+                        help="models with their settings, one TOML table each: archive, workers or share, "
+                             "batch_size, max_batch_delay_ms, response_timeout_s, engine")
+    parser.add_argument("--oversubscribe", action="store_true",
+                        help="serve a plan whose workers x threads over all models exceed the vCPUs (a warning "
+                             "instead of a refusal)")
 
 
 def add_server_commands(sub):
@@ -299,16 +350,18 @@ def add_server_commands(sub):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_profile_options(render)
     render.add_argument("--workers", type=int, help="override the profile's worker count")
+    _add_models_options(render)
     render.set_defaults(func=cmd_config_render)
 
     serve = sub.add_parser(
         "serve", help="start multi-model-server with a profile; returns once models are READY",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_example("mmsctl serve --profile cpu-latency --model-store model_store \\\n"
-                        "    --models efficientnet-lite0=efficientnet-lite0.mar"))
+                        "    --models efficientnet-lite0=efficientnet-lite0.mar\n"
+                        "mmsctl serve --profile cpu-latency --model-store model_store --models-file models.toml"))
     _add_profile_options(serve, store_required=True)
-    serve.add_argument("--models", nargs="+", type=_model_pair, metavar="NAME=FILE.mar", help="models to load")
     serve.add_argument("--workers", type=int, help="override the profile's worker count")
+    _add_models_options(serve)
     serve.add_argument("--foreground", action="store_true",
                        help="stay in front and pass SIGTERM/SIGINT on (a container's main process)")
     serve.add_argument("--state-dir", default=server.default_state_dir(),
@@ -333,16 +386,45 @@ def _client(args):
 
 
 def cmd_register(args):
-    body = _client(args).register(args.url, name=args.name, batch_size=args.batch_size,
-                                  max_batch_delay=args.max_batch_delay, workers=args.workers,
-                                  response_timeout=args.response_timeout, allow=args.allow_url or ())
+    from . import loading
+    client = _client(args)
+    if args.name:  # a model of that name, perhaps still being registered: say which, send nothing
+        try:
+            described = client.describe(args.name, what="register %s" % args.name)
+        except MmsctlError as err:
+            if getattr(err, "status", None) != 404:
+                raise
+        else:
+            status = loading.load_status(client, args.name, described=described)
+            raise UsageError("register %s: a model of that name is already registered at %s%s: unregister it "
+                             "first, or choose another --name" % (
+                                 args.name, client.base_url,
+                                 " and still loading (%d of %d workers have loaded it)" % (
+                                     status["loadedWorkers"], status["workerCount"])
+                                 if status["allWorkersLoaded"] is False else ""))
+    body = client.register(args.url, name=args.name, batch_size=args.batch_size,
+                           max_batch_delay=args.max_batch_delay, workers=args.workers,
+                           response_timeout=args.response_timeout, allow=args.allow_url or ())
     print(body.get("status", json.dumps(body)))
 
 
 def cmd_scale(args):
+    from . import loading
     client = _client(args)
-    status, body = client.scale(args.name, args.min_worker, args.max_worker, synchronous=not args.no_wait,
-                                timeout=args.timeout)
+    what = "scale model %s" % args.name
+    before = loading.wait_until_loaded(client, args.name, args.timeout, what)
+    if before is None:  # not registered: MMS says so
+        before = client.describe(args.name, what=what)
+    try:
+        status, body = client.scale(args.name, args.min_worker, args.max_worker, synchronous=not args.no_wait,
+                                    timeout=args.timeout)
+    except ManagementError as err:
+        if err.status is None or err.status < 500:  # refused before anything changed, or no answer
+            raise
+        # MMS keeps the new worker count and retries the failed workers forever: go back
+        client.scale(args.name, before["minWorkers"], before["maxWorkers"], synchronous=True, timeout=args.timeout)
+        raise ManagementError("%s; the model keeps its previous %d worker%s" % (
+            err, before["minWorkers"], "" if before["minWorkers"] == 1 else "s"), status=err.status) from err
     if status == 210:  # MMS's READY counts a worker still retrying its load, so no count is given
         print("scale model %s: %s answered 210 (partial success): fewer than %d workers have loaded the model; "
               "the reason is in the server's logs/mms_log.log" % (args.name, client.base_url, args.min_worker))
@@ -351,22 +433,67 @@ def cmd_scale(args):
     return 0
 
 
+def _server_settings(args, client):
+    """{model: settings} from the state of the `mmsctl serve` behind this management URL, if it is ours."""
+    from . import server
+    try:
+        state = server.ServerState.load(args.state_dir)
+    except (MmsctlError, OSError, TypeError, ValueError):
+        return {}
+    return state.settings if state.management_url.rstrip("/") == client.base_url else {}
+
+
+def _with_status(client, described, settings):
+    """MMS's description of a model plus mmsctl's: workers that really loaded it, settings served with."""
+    from . import loading
+    described = dict(described)
+    described.update(loading.load_status(client, described["modelName"], described=described))
+    own = settings.get(described["modelName"], {})
+    for key, value in (("responseTimeoutSeconds", own.get("response_timeout_s")), ("threads", own.get("threads")),
+                       ("enginePreference", own.get("engine")), ("archive", own.get("archive"))):
+        if value is not None:
+            described[key] = value
+    return described
+
+
 def cmd_describe(args):
-    _print_json(_client(args).describe(args.name))
+    client = _client(args)
+    _print_json(_with_status(client, client.describe(args.name), _server_settings(args, client)))
 
 
 def cmd_list(args):
-    _print_json(_client(args).list(limit=args.limit))
+    client = _client(args)
+    settings = _server_settings(args, client)
+    listed = []
+    for model in client.list(limit=args.limit):
+        described = _with_status(client, client.describe(model["modelName"]), settings)
+        listed.append({key: described[key] for key in (
+            "modelName", "modelUrl", "batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "workerCount",
+            "loadedWorkers", "allWorkersLoaded", "responseTimeoutSeconds", "threads", "enginePreference")
+            if key in described})
+    _print_json(listed)
 
 
 def cmd_unregister(args):
-    print(_client(args).unregister(args.name).get("status", "unregistered"))
+    from . import loading
+    client = _client(args)
+    if not args.force:
+        loading.wait_until_loaded(client, args.name, args.timeout, "unregister model %s" % args.name,
+                                  hint="; or pass --force to unregister it while it loads")
+    print(client.unregister(args.name).get("status", "unregistered"))
 
 
 def cmd_health(args):
     counts = _client(args).health(args.names)
     for name, count in counts.items():
         print("%s: %d READY worker%s" % (name, count, "" if count == 1 else "s"))
+
+
+def _state_option(parser):
+    from . import server
+    parser.add_argument("--state-dir", default=server.default_state_dir(),
+                        help="state folder of the `mmsctl serve` behind the URL, for the settings it served "
+                             "with (default %(default)s)")
 
 
 def add_management_commands(sub):
@@ -397,19 +524,28 @@ def add_management_commands(sub):
     scale.add_argument("--min-worker", type=int, required=True)
     scale.add_argument("--max-worker", type=int)
     scale.add_argument("--no-wait", action="store_true", help="return at once (synchronous=false)")
-    scale.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workers (default 300)")
+    scale.add_argument("--timeout", type=float, default=300.0,
+                       help="seconds to wait for a registration in progress, then for the workers (default 300)")
     scale.set_defaults(func=cmd_scale)
 
-    desc = parser("describe", "show a model's settings and workers", "mmsctl describe efficientnet-lite0")
+    desc = parser("describe", "show a model's settings, workers, and how many have really loaded it",
+                  "mmsctl describe efficientnet-lite0")
     desc.add_argument("name")
+    _state_option(desc)
     desc.set_defaults(func=cmd_describe)
 
-    lst = parser("list", "list registered models (all pages)", "mmsctl list")
+    lst = parser("list", "list registered models with their settings and loaded workers (all pages)", "mmsctl list")
     lst.add_argument("--limit", type=int, default=100, help="models per page asked of MMS (default 100)")
+    _state_option(lst)
     lst.set_defaults(func=cmd_list)
 
-    unreg = parser("unregister", "unregister a model", "mmsctl unregister efficientnet-lite0")
+    unreg = parser("unregister", "unregister a model (after a registration in progress has finished)",
+                   "mmsctl unregister efficientnet-lite0")
     unreg.add_argument("name")
+    unreg.add_argument("--timeout", type=float, default=300.0,
+                       help="seconds to wait for a registration in progress (default 300)")
+    unreg.add_argument("--force", action="store_true",
+                       help="do not wait: unregister a model whose workers are still loading it or keep failing to")
     unreg.set_defaults(func=cmd_unregister)
 
     health = parser("health", "exit 0 only if the model(s) have READY workers (unlike /ping); MMS's READY is "
@@ -597,8 +733,12 @@ def add_ecs_commands(sub):
                                                     "(mmsctl ecs iam-policy ei-connect)")
 
     def cmd_task_definition(args):
+        from . import models_file
+        file_models = tuple(models_file.load(args.models_file)) if args.models_file else ()
         _print_json(ecs.task_definition(ecs.TaskOptions(
-            profile=args.profile, image=args.image, models=tuple(args.models), family=args.family,
+            profile=args.profile, image=args.image, models=tuple(args.models or ()), family=args.family,
+            models_file=os.path.basename(args.models_file) if args.models_file else None,
+            file_models=file_models,
             accelerator=args.accelerator, ei_attachment=args.ei_attachment, network_mode=args.network_mode,
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
@@ -638,8 +778,12 @@ def add_ecs_commands(sub):
                   actions)
     task.add_argument("--profile", required=True, choices=PROFILES, help="the server's deployment profile")
     task.add_argument("--image", required=True, help="image built from docker/Dockerfile.cpu|gpu|ei")
-    task.add_argument("--models", required=True, nargs="+", type=_model_pair, metavar="NAME=FILE.mar",
+    task.add_argument("--models", nargs="+", type=_model_pair, metavar="NAME=FILE.mar",
                       help="archives in the container's model store (/models) to load")
+    task.add_argument("--models-file", metavar="FILE.toml",
+                      help="a models file, read here (checked and planned) and read by the server as "
+                           "/models/FILE.toml: put it next to the archives, baked into the image or in "
+                           "--host-model-store")
     task.add_argument("--accelerator", help="Elastic Inference accelerator of the task (profile ei): %s"
                       % ", ".join(ecs.EI_ACCELERATORS))
     task.add_argument("--ei-attachment", default="task", choices=ecs.EI_ATTACHMENTS,

@@ -66,12 +66,12 @@ class ManagementClient:
         self.timeout = timeout
         self.session = session or requests.Session()
 
-    def _call(self, method, path, what, params=None, timeout=None, timeout_hint=""):
+    def _call(self, method, path, what, params=None, timeout=None, timeout_hint="", body=None):
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
         try:
-            response = self.session.request(method, url, timeout=timeout or self.timeout)
+            response = self.session.request(method, url, timeout=timeout or self.timeout, json=body)
         except requests.ConnectionError as err:
             reset = "reset" in str(err).lower() or "aborted" in str(err).lower()
             raise ManagementError("%s: management API at %s %s" % (
@@ -91,16 +91,24 @@ class ManagementClient:
 
     def register(self, url, name=None, batch_size=None, max_batch_delay=None, workers=None,
                  response_timeout=None, synchronous=True, allow=()):
+        """Register an archive; ``response_timeout`` is in SECONDS, ``max_batch_delay`` in ms.
+
+        The request is a JSON body: MMS 1.1.11 reads ``response_timeout`` from a JSON body
+        as seconds, but from the query string as minutes (``RegisterModelRequest``
+        multiplies it by 60), so only the body can say 5 s. Either form applies
+        ``batch_size`` and ``max_batch_delay``; omitted keys keep MMS's defaults (batch 1,
+        100 ms, ``default_workers_per_model``, ``default_response_timeout_seconds``).
+        """
         check_model_url(url, allow)
-        params = {"url": url}
+        body = {"url": url}
         for key, value in (("model_name", name), ("batch_size", batch_size), ("max_batch_delay", max_batch_delay),
                            ("initial_workers", workers), ("response_timeout", response_timeout)):
             if value is not None:
-                params[key] = value
-        params["synchronous"] = "true" if synchronous else "false"
+                body[key] = int(value) if key != "model_name" else value
+        body["synchronous"] = bool(synchronous)
         what = "register %s" % (name or url)
         try:
-            return self._call("POST", "/models", what, params, timeout=max(self.timeout, 300))[1]
+            return self._call("POST", "/models", what, timeout=max(self.timeout, 300), body=body)[1]
         except ManagementError as err:
             if err.status == 500 and "failed to start workers" in str(err).lower():
                 raise ManagementError("%s: the model's workers could not load it (corrupt or incompatible files, "
@@ -119,8 +127,9 @@ class ManagementClient:
                               " (MMS 1.1.11 never answers when a model scaled down to 0 workers is scaled up "
                               "again: unregister it and register it anew)" if synchronous and min_worker > 0 else ""))
 
-    def describe(self, name):
-        return self._call("GET", "/models/" + quote(name, safe=""), "describe model %s" % name)[1]
+    def describe(self, name, what=None):
+        """MMS's description of a model; ``what`` names the operation in errors (default: describe)."""
+        return self._call("GET", "/models/" + quote(name, safe=""), what or "describe model %s" % name)[1]
 
     def list(self, limit=100):
         """All registered models, following ``nextPageToken``."""

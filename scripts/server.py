@@ -35,12 +35,13 @@ import psutil
 import requests
 
 from mmsctl.config import profiles
-from mmsctl.handlers.contract import LOAD_FAILURES_ENV
+from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
 from .metrics import logconfig
+from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_FILE = "load_failures.log"
@@ -60,6 +61,8 @@ class ServerState:
     management_url: str
     profile: str
     models: Dict[str, str] = field(default_factory=dict)
+    #: per model: the models file's settings and the plan's workers and threads
+    settings: Dict[str, dict] = field(default_factory=dict)
 
     def save(self):
         with open(os.path.join(self.state_dir, STATE_FILE), "w", encoding="utf-8") as handle:
@@ -108,7 +111,10 @@ def server_environment(profile, state_dir, base=None):
     env = dict(os.environ if base is None else base)
     for key in profile.unset_environment:
         env.pop(key, None)
+    engine = env.get(ENGINE_ENV)
     env.update(profile.environment)
+    if ENGINE_ENV in profile.environment:  # the models file's engines, over the server's own preference
+        env[ENGINE_ENV] = merge_engine_variable(engine, profile.environment[ENGINE_ENV])
     tmp = os.path.join(state_dir, "tmp")
     logs = os.path.join(state_dir, "logs")
     env.update({"TEMP": tmp, "TMPDIR": tmp, "LOG_LOCATION": logs, "METRICS_LOCATION": logs,
@@ -276,18 +282,21 @@ def _inference_url(profile):
 
 
 def _launch(profile, state_dir, models, **popen):
-    """Check, write the state folder, start the launcher in its own session; return (process, state)."""
-    models = dict(models or {})
+    """Check, write the state folder, start the launcher in its own session; return (process, state, profile)."""
+    specs = model_specs(models)
+    models = {spec.name: spec.archive for spec in specs}
     check_models(profile, models)
+    profile = planned(profile, specs)
     os.makedirs(state_dir, exist_ok=True)
     command, env = prepare(profile, state_dir)
     preflight(profile, env)
     process = subprocess.Popen(command, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, start_new_session=True,
                                **popen)
     state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
-                        management_url=profile.management_address, profile=profile.name, models=models)
+                        management_url=profile.management_address, profile=profile.name, models=models,
+                        settings=model_settings(profile, specs))
     state.save()
-    return process, state
+    return process, state, profile
 
 
 def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None):
@@ -296,7 +305,7 @@ def start(profile, state_dir, models=None, ready_timeout=180.0, stdout=None):
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     log = stdout or open(os.path.join(state_dir, "logs", "server.out"), "ab")
     try:
-        process, state = _launch(profile, state_dir, models, stdout=log, stderr=subprocess.STDOUT)
+        process, state, profile = _launch(profile, state_dir, models, stdout=log, stderr=subprocess.STDOUT)
     finally:
         if stdout is None:
             log.close()
@@ -357,23 +366,28 @@ def wait_api(state, timeout, process=None):
 
 
 def load_models(state, profile, timeout):
-    """Register every model (``synchronous=true``, ``profile.workers`` workers each), in parallel;
-    return the failures, one line per model (none when all loaded).
+    """Register every model (``synchronous=true``, with its settings: workers, batch size,
+    batch delay, response timeout), in parallel; return the failures, one line per model
+    (none when all loaded).
 
     MMS answers 200 once each worker has loaded the model, and refuses (and drops)
     a model a worker cannot load; the reason is then in the server's logs.
     """
     def register(item):
         name, path = item
+        settings = state.settings.get(name, {})
+        workers = settings.get("workers", profile.workers)
         client = ManagementClient(state.management_url, timeout=timeout)
         try:
             entry = model_url(path, profile.model_store)
             if entry.endswith(".mar"):
                 entry = unpacked_entry(profile.model_store, entry) or entry
-            client.register(entry, name=name, workers=profile.workers, synchronous=True)
+            client.register(entry, name=name, workers=workers, batch_size=settings.get("batch_size"),
+                            max_batch_delay=settings.get("max_batch_delay_ms"),
+                            response_timeout=settings.get("response_timeout_s"), synchronous=True)
         except ManagementError as err:
             return "model %s: %s" % (name, err)
-        warm_request_path(state.inference_url, name, profile.workers)
+        warm_request_path(state.inference_url, name, workers)
         return None
 
     if not state.models:
@@ -561,7 +575,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        process, state = _launch(profile, state_dir, models)
+        process, state, profile = _launch(profile, state_dir, models)
     except BaseException:
         _restore(previous)
         raise

@@ -150,6 +150,7 @@ def test_container_commands_are_what_mmsctl_serve_and_health_accept(name):
         # the environment in the task is the profile the server inside computes
         profile = profiles.build_profile(args.profile, vcpus=args.vcpus, gpus=args.gpus, openmp=args.openmp,
                                          unset_ecs_metadata=args.unset_ecs_metadata)
+        profile, _ = profiles.plan_models(profile, [profiles.ModelRequest(n) for n, _ in args.models])
         assert {e["name"]: e["value"] for e in container["environment"]} == profile.environment
         check = container["healthCheck"]["command"]
         assert check[0] == "CMD"

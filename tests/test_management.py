@@ -128,12 +128,12 @@ def test_health_fails_when_a_model_has_no_ready_worker(mgmt, capsys):
     assert MAIN not in err
 
 
-def test_scale_reports_partial_success(mgmt, capsys):
-    """Provoke HTTP 210 on a real server: a model whose unpacked files were damaged after it loaded.
-
-    Scaling it up starts a worker that cannot load it: MMS answers 500 and retries
-    that worker with a growing back-off. Asking again for the same count finds the
-    worker threads already there and answers at once, with fewer running: 210.
+def test_a_failed_scale_goes_back_and_a_failing_worker_is_not_scaled_over(mgmt, capsys):
+    """A model whose unpacked files were damaged after it loaded: scaling it up starts a
+    worker that cannot load it. MMS answers 500 and would keep retrying that worker (its
+    next scale answering 210, partial success); mmsctl scales back to the previous
+    workers instead. With MMS's own API the failing worker stays, and mmsctl refuses to
+    scale over a model whose workers have not all loaded it, sending nothing.
     """
     assert run(capsys, "register", "partial.mar", "--workers", "1", "--management-url", mgmt.url)[0] == 0
     try:
@@ -144,14 +144,21 @@ def test_scale_reports_partial_success(mgmt, capsys):
         os.remove(os.path.join(folders.pop(), "signature.json"))
         code, _, err = run(capsys, "scale", "partial", "--min-worker", "2", "--timeout", "120",
                            "--management-url", mgmt.url)
-        assert_one_error_line(code, err, "scale model partial", mgmt.url, "answered 500: Failed to start workers")
-        code, out, err = run(capsys, "scale", "partial", "--min-worker", "2", "--timeout", "120",
+        assert_one_error_line(code, err, "scale model partial", mgmt.url, "answered 500: Failed to start workers",
+                              "the model keeps its previous 1 worker")
+        described = json.loads(run(capsys, "describe", "partial", "--management-url", mgmt.url)[1])
+        assert (described["minWorkers"], len(described["workers"]), described["allWorkersLoaded"]) == (1, 1, True)
+        requests.put(mgmt.url + "/models/partial", params={"min_worker": 2, "synchronous": "true"}, timeout=120)
+        code, out, err = run(capsys, "scale", "partial", "--min-worker", "3", "--timeout", "2",
                              "--management-url", mgmt.url)
-        assert code == 3 and err == "", (code, out, err)
-        assert out.startswith("scale model partial: %s answered 210 (partial success): " % mgmt.url), out
-        assert "fewer than 2 workers have loaded the model; the reason is in the server's logs" in out
+        assert_one_error_line(code, err, "scale model partial", "is still loading (1 of 2 workers have loaded it",
+                              "nothing was sent")
+        assert len(json.loads(run(capsys, "describe", "partial", "--management-url", mgmt.url)[1])["workers"]) == 2
+        code, _, err = run(capsys, "unregister", "partial", "--timeout", "1", "--management-url", mgmt.url)
+        assert_one_error_line(code, err, "unregister model partial", "is still loading", "--force")
+        assert run(capsys, "unregister", "partial", "--force", "--management-url", mgmt.url)[0] == 0
     finally:
-        run(capsys, "unregister", "partial", "--management-url", mgmt.url)
+        requests.delete(mgmt.url + "/models/partial", timeout=60)  # whatever failed above
 
 
 # -- every failure: one line, the server and the model named, non-zero exit ---------------------

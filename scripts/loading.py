@@ -1,0 +1,142 @@
+"""Whether every worker of a model has really loaded it, and operations that wait for that.
+
+MMS 1.1.11 shows a worker as READY as soon as its thread runs: while the model is
+still loading, or failing to. A scale, register or unregister sent during a
+registration can make MMS fail that registration and then unregister the model
+(the listener of the registration counts a scaled-down worker as a failure). So
+mmsctl reads a real signal before acting, from the server's processes on this host:
+
+* the frontend is the process listening on the management port;
+* each model has one backend process (``model_service_worker.py ... --model-name
+  NAME``) that forks one process per worker;
+* a forked worker has loaded the model once it has answered the frontend's LOAD
+  command: only then does it point its standard output at the pipe MMS made for it
+  (``TEMP/<channel>-stdout``), and it keeps that until it exits.
+
+A management URL whose server is not on this host (or not visible to this user)
+gives ``None``: unknown, and the operations proceed as before.
+"""
+import os
+import socket
+import time
+from urllib.parse import urlsplit
+
+import psutil
+
+from .errors import ManagementError
+
+WORKER_SCRIPT = "model_service_worker"
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
+
+
+def frontend_for(management_url):
+    """The process listening on the management URL's port on this host, else None."""
+    parts = urlsplit(management_url)
+    if parts.hostname not in LOOPBACK and parts.hostname is not None:
+        try:
+            local = parts.hostname in {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            local = False
+        if not local:
+            return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for proc in psutil.process_iter(["name"]):
+        if "java" not in (proc.info["name"] or ""):
+            continue
+        try:
+            connections = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") \
+                else proc.connections(kind="inet")
+        except (psutil.Error, OSError):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections):
+            return proc
+    return None
+
+
+def _model_of(cmdline):
+    """The --model-name of a worker command line (None for other processes)."""
+    if not any(WORKER_SCRIPT in arg for arg in cmdline):
+        return None
+    try:
+        return cmdline[cmdline.index("--model-name") + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+def worker_processes(frontend, model):
+    """The forked worker processes of ``model`` under ``frontend`` (not its backend process)."""
+    found = []
+    try:
+        procs = frontend.children(recursive=True)
+    except psutil.Error:
+        return found
+    backends = set()
+    named = []
+    for proc in procs:
+        try:
+            if _model_of(proc.cmdline()) == model and proc.status() != psutil.STATUS_ZOMBIE:
+                named.append(proc)
+        except psutil.Error:
+            continue
+    for proc in named:
+        try:
+            if proc.ppid() == frontend.pid:
+                backends.add(proc.pid)
+        except psutil.Error:
+            continue
+    for proc in named:
+        try:
+            if proc.pid not in backends and proc.ppid() in backends:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def has_loaded(proc):
+    """True once the worker's standard output is the pipe MMS opened for it after its LOAD answer."""
+    try:
+        target = os.readlink("/proc/%d/fd/1" % proc.pid)
+    except OSError:
+        return False
+    return target.endswith("-stdout")
+
+
+def load_status(client, name, frontend=None, described=None):
+    """``{"workerCount": n, "loadedWorkers": k or None, "allWorkersLoaded": bool or None}`` for a model.
+
+    ``workerCount`` is what MMS describes; ``loadedWorkers`` counts its live worker processes
+    that have loaded the model (None when the server's processes are not visible here).
+    """
+    described = described if described is not None else client.describe(name)
+    count = len(described.get("workers", []))
+    frontend = frontend or frontend_for(client.base_url)
+    if frontend is None:
+        return {"workerCount": count, "loadedWorkers": None, "allWorkersLoaded": None}
+    loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
+    return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count}
+
+
+def wait_until_loaded(client, name, timeout, what, poll=0.25, hint=""):
+    """Wait until every worker of ``name`` has loaded it; raise a clear ManagementError if that
+    does not happen within ``timeout``. Returns the last described model (None if not registered)."""
+    deadline = time.monotonic() + timeout
+    frontend = frontend_for(client.base_url)
+    while True:
+        try:
+            described = client.describe(name, what=what)
+        except ManagementError as err:
+            if err.status == 404:
+                return None
+            raise
+        status = load_status(client, name, frontend, described)
+        if status["allWorkersLoaded"] is not False:
+            return described
+        if time.monotonic() >= deadline:
+            raise ManagementError(
+                "%s: model %s is still loading (%d of %d workers have loaded it after %.0f s): a registration or "
+                "scale is in progress, or a worker keeps failing to load (see the server's logs); acting now "
+                "could make MMS drop the model, so nothing was sent: retry when `mmsctl describe %s` shows "
+                "allWorkersLoaded true%s" % (what, name, status["loadedWorkers"], status["workerCount"], timeout, name,
+                                             hint))
+        time.sleep(poll)
