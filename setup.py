@@ -11,6 +11,7 @@ from setuptools import setup
 
 PACKAGES = {
     "mmsctl": "scripts",
+    "mmsctl.metrics": "scripts/metrics",
     "mmsctl.handlers": "handlers",
     "mmsctl.archives": "archives",
     "mmsctl.config": "config",

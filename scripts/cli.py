@@ -12,6 +12,7 @@ from mmsctl.config.profiles import PROFILES
 
 from . import __version__
 from .errors import ManagementError, MmsctlError, UsageError
+from .metrics import cli as metrics_cli
 
 DESCRIPTION = "Build, serve and deploy MXNet Model Server (.mar) archives."
 
@@ -220,7 +221,8 @@ def _add_profile_options(parser, store_required=False):
     parser.add_argument("--management-port", type=int, default=8081,
                         help="management API port, bound to --management-host (default 8081)")
     parser.add_argument("--public", action="store_true",
-                        help="bind the inference API to 0.0.0.0 (containers); management stays on 127.0.0.1")
+                        help="bind the inference API (and serve's metrics exporter) to 0.0.0.0 (containers); "
+                             "management stays on 127.0.0.1")
     parser.add_argument("--management-host", default="127.0.0.1",
                         help="address the management API binds to (default 127.0.0.1); anything else prints a "
                              "warning: the management API has no authentication and registers code")
@@ -269,8 +271,9 @@ def cmd_serve(args):
     specs = _model_specs(args, model_store=args.model_store)
     profile = _planned_profile(args, specs)
     models = [spec.name for spec in specs]
+    metrics = metrics_cli.plan(args)  # where the exporter will listen (None: --metrics-port 0)
 
-    def ready(state, stop_hint=True):
+    def ready(state, stop_hint=True, metrics_url=None):
         if len(profile.plan) > 1:
             plan = "%d models on %d vCPUs" % (len(profile.plan), profile.vcpus)
         else:
@@ -278,8 +281,9 @@ def cmd_serve(args):
                                 else (profile.workers, profile.omp_threads))
             plan = "%d worker%s x %d thread%s" % (workers, "" if workers == 1 else "s", threads,
                                                  "" if threads == 1 else "s")
-        print("serving %s on %s (management %s, profile %s: %s)%s" % (
+        print("serving %s on %s (management %s, profile %s: %s)%s%s" % (
             ", ".join(models) or "no model", state.inference_url, state.management_url, profile.name, plan,
+            "; metrics, /healthz, /readyz on %s" % metrics_url if metrics_url else "",
             ("; stop with: mmsctl stop" + ("" if args.state_dir == server.default_state_dir()
                                             else " --state-dir " + args.state_dir)) if stop_hint else ""),
             flush=True)
@@ -296,20 +300,31 @@ def cmd_serve(args):
         from . import drain
         state_dir = os.path.abspath(args.state_dir)
         drain.clear_draining(state_dir)  # a stale flag would fail readiness
+        exporters = []
 
-        def requests_done():  # mark draining, wait for the requests in flight (mmsctl.drain)
+        def on_ready(state):
+            exporter = metrics_cli.start_in_process(metrics, state, emf=args.emf)
+            exporters.extend([exporter] if exporter else [])
+            ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
+
+        def requests_done():  # mark draining (/readyz: 503), wait for the requests in flight (mmsctl.drain)
             drain.drain(state_dir, args.inference_port, args.drain_timeout,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
-        return server.serve_foreground(profile, args.state_dir, specs, ready_timeout=args.timeout,
-                                       on_ready=lambda state: ready(state, stop_hint=False),
-                                       drain=requests_done if args.drain_timeout > 0 else None)
-    ready(server.start(profile, args.state_dir, specs, ready_timeout=args.timeout))
+        try:
+            return server.serve_foreground(profile, args.state_dir, specs, ready_timeout=args.timeout,
+                                           on_ready=on_ready, drain=requests_done if args.drain_timeout > 0 else None)
+        finally:
+            for exporter in exporters:
+                exporter.stop()
+    state = server.start(profile, args.state_dir, specs, ready_timeout=args.timeout)
+    ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf))
     return 0
 
 
 def cmd_stop(args):
     from . import server
     state = server.ServerState.load(args.state_dir)
+    metrics_cli.stop(args.state_dir)
     count = server.stop(state)
     print("stopped server pid %d (%d processes)" % (state.pid, count))
 
@@ -355,6 +370,7 @@ def add_server_commands(sub):
     serve.add_argument("--drain-timeout", type=float, default=drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
                        help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
                             "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
+    metrics_cli.add_serve_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     stop = sub.add_parser("stop", help="stop the server `mmsctl serve` started",
@@ -743,7 +759,7 @@ def add_ecs_commands(sub):
             side_by_side=args.side_by_side, cpu=args.cpu, memory=args.memory, vcpus=args.vcpus, gpus=args.gpus,
             openmp=args.openmp, host_port=args.host_port, execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn, host_model_store=args.host_model_store, log_group=args.log_group,
-            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout)))
+            region=args.region, metrics_port=args.metrics_port, drain_timeout=args.drain_timeout, emf=args.emf)))
 
     def cmd_neuron(args):
         _print_json(ecs.neuron_task_definition(ecs.NeuronOptions(
@@ -809,6 +825,9 @@ def add_ecs_commands(sub):
     task.add_argument("--region", help="region of --log-group (default us-east-1)")
     task.add_argument("--metrics-port", type=int, help="serve /healthz and /readyz on this port (awsvpc tasks behind "
                                                        "a load balancer: 8082)")
+    task.add_argument("--emf", action="store_true",
+                      help="the server writes CloudWatch Embedded Metric Format lines (per model per minute) for "
+                           "the awslogs driver (needs --log-group)")
     task.add_argument("--drain-timeout", type=int, default=ecs.DRAIN_TIMEOUT,
                       help="seconds requests in flight get after SIGTERM (default %d; stopTimeout = this + %d)"
                            % (ecs.DRAIN_TIMEOUT, ecs.STOP_MARGIN))
@@ -911,6 +930,7 @@ def add_soak_commands(sub):
 
 
 COMMAND_GROUPS.append(add_soak_commands)
+COMMAND_GROUPS.append(metrics_cli.add_top_command)
 
 
 def build_parser():

@@ -40,6 +40,7 @@ from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
+from .metrics import logconfig
 from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
@@ -271,7 +272,8 @@ def prepare(profile, state_dir):
         handle.write(profiles.render_properties(profile))
     os.chmod(config_path, 0o600)
     command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
-               "--model-store", profile.model_store]
+               "--model-store", profile.model_store,
+               "--log-config", logconfig.write(state_dir)]  # our layouts, which mmsctl.metrics reads
     return command, server_environment(profile, state_dir)
 
 
@@ -567,7 +569,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     def forward(signum, _frame):
         signals.append(signum)
         if launched and len(signals) == 1 and drain is not None and ready:
-            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+            threading.Thread(target=_drain_then_stop, args=(drain, launched[0]), daemon=True).start()
         elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
@@ -599,6 +601,13 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
+
+
+def _drain_then_stop(drain, process):
+    try:
+        drain()
+    finally:
+        _signal_group(process, signal.SIGTERM)
 
 
 def _signal_group(process, sig):

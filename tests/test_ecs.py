@@ -441,7 +441,7 @@ def test_dockerfiles_run_mmsctl_as_non_root_and_publish_only_the_inference_port(
     steps = instructions(name)
     users = [args for op, args in steps if op == "USER"]
     assert users == ["10001:10001"]
-    assert [args for op, args in steps if op == "EXPOSE"] == ["8080"]
+    assert [args for op, args in steps if op == "EXPOSE"] == ["8080 8082"]  # inference, metrics exporter
     assert [args for op, args in steps if op == "VOLUME"] == ['["/models"]']
     (health,) = [args for op, args in steps if op == "HEALTHCHECK"]
     assert health.endswith('CMD ["mmsctl", "health"]')

@@ -37,7 +37,7 @@ MODULES = product_modules()
 
 
 def test_the_package_walk_finds_every_folder():
-    assert set(setup_packages().values()) == {"scripts", "handlers", "archives", "config", "docker"}
+    assert set(setup_packages().values()) == {"scripts", "scripts/metrics", "handlers", "archives", "config", "docker"}
     assert {"mmsctl.cli", "mmsctl.server", "mmsctl.handlers.base", "mmsctl.archives.mar",
             "mmsctl.config.profiles", "mmsctl.docker.ecs"} <= set(MODULES)
 
