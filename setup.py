@@ -11,6 +11,7 @@ from setuptools import setup
 
 PACKAGES = {
     "mmsctl": "scripts",
+    "mmsctl.cli": "scripts/cli",
     "mmsctl.metrics": "scripts/metrics",
     "mmsctl.handlers": "handlers",
     "mmsctl.archives": "archives",
