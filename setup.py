@@ -11,6 +11,8 @@ from setuptools import setup
 
 PACKAGES = {
     "mmsctl": "scripts",
+    "mmsctl.cli": "scripts/cli",
+    "mmsctl.metrics": "scripts/metrics",
     "mmsctl.handlers": "handlers",
     "mmsctl.archives": "archives",
     "mmsctl.config": "config",
@@ -40,6 +42,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
+        "mmsctl": ["reference_handlers/*.py"],
         "mmsctl.config": ["*.properties", "*.json"],
         "mmsctl.docker": ["Dockerfile*", "ecs/*", "containers.conf"],
     },

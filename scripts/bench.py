@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 from urllib.parse import quote, urlsplit
 
+from . import breakdown
 from .errors import MmsctlError, UsageError
 from .files import read_regular
 
@@ -597,6 +598,7 @@ def finish_report(report):
     report["machine"]["load_average_end"] = _loadavg()
     report["comparison"] = compare(report["rows"])
     report["targets"] = check_targets(report)
+    report["breakdown"] = breakdown.report_breakdown(report)
     return report
 
 
@@ -719,6 +721,7 @@ def render_markdown(report):
             _fmt(comparison.get("best_server_rps"), 2), _fmt(comparison.get("best_inprocess_rps"), 2),
             _fmt(comparison.get("saturated_throughput_ratio"), 3)), ""]
 
+    lines += breakdown.render(report).splitlines()
     if report.get("targets"):
         lines += ["## Targets", ""]
         body = [[t["target"], t["config"], _fmt(t["value"], 3), "met" if t["met"] else "**not met**"]

@@ -40,6 +40,7 @@ from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
+from .metrics import logconfig
 from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
@@ -252,7 +253,8 @@ def prepare(profile, state_dir):
     """Write the state folder; return (command, environment)."""
     config_path, env = prepare_state(profile, state_dir, profiles.render_properties(profile))
     command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
-               "--model-store", profile.model_store]
+               "--model-store", profile.model_store,
+               "--log-config", logconfig.write(state_dir)]  # our layouts, which mmsctl.metrics reads
     return command, env
 
 
@@ -578,7 +580,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     def forward(signum, _frame):
         signals.append(signum)
         if launched and len(signals) == 1 and drain is not None and ready:
-            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+            threading.Thread(target=_drain_then_stop, args=(drain, launched[0]), daemon=True).start()
         elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
@@ -610,6 +612,13 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
+
+
+def _drain_then_stop(drain, process):
+    try:
+        drain()
+    finally:
+        _signal_group(process, signal.SIGTERM)
 
 
 def _signal_group(process, sig):

@@ -8,8 +8,11 @@ the model on the command line); other batch sizes start the server empty and
 register the archive through the management API (``batch_size``,
 ``max_batch_delay``, the profile's workers, synchronous), since MMS 1.1.11 takes
 a batch size only there. With the server stopped, the archive's own handler runs
-in-process with the profile's threads: the limit the server is measured against.
-Everything lands in one report.
+in-process with the profile's threads. Each server (batch size 1) also times the MMS
+floor, a no-op handler registered beside the model with the same body
+(``mmsctl.reference``); after the last server, the independent limit
+(``mmsctl.limit``: MXNet fused and onnxruntime on the archive's weights, one process,
+every core) gives the report its per-request breakdown. Everything lands in one report.
 
 Cold start is measured from launching ``multi-model-server`` to the first
 answer. MMS's logs split it (wall-clock stamps, millisecond resolution):
@@ -49,7 +52,9 @@ from . import server
 from .bench import (BenchError, LoadConfig, describe_input, finish_report, first_call, new_report, read_input,
                     run_server_bench)
 from .errors import UsageError
+from .limit import DEFAULT_REQUESTS, add_limit
 from .management import ManagementClient
+from .reference import add_floor
 
 PORT_RANGE = (20000, 32000)  # MMS 1.1.11 refuses ports from 32767 up
 
@@ -70,6 +75,7 @@ class SweepConfig:
     ready_timeout: float = 300.0
     keep_server_files: bool = False
     unpacked: bool = False
+    floor: bool = True
 
 
 def validate(config):
@@ -346,6 +352,9 @@ def run_cell(config, profile, batch, report, model, progress=None, message=None,
         access_text = wait_for_access_log(os.path.join(logs, "access_log.log"), sum(n for _, n in segments))
         log_text = _read_text(os.path.join(logs, "mms_log.log"))
         times = request_times(_read_text(os.path.join(logs, "model_metrics.log")), log_text, access_text, segments)
+        if batch == 1 and config.floor:
+            add_floor(report, profile.name, state.management_url, state.inference_url, profile.model_store,
+                      requests=config.load.requests or DEFAULT_REQUESTS, warmup=min(config.load.warmup, 5))
     finally:
         server.stop(state)
         if not config.keep_server_files:
@@ -397,6 +406,9 @@ def run(config, price, progress=None, message=None):
             run_inprocess_bench(config.archive, config.input, config.load, plan, profile.environment, report,
                                 config=profile.name, progress=progress, message=message, model_name=model,
                                 log_dir=os.path.join(os.path.abspath(config.out), "inprocess-logs", profile.name))
+    if config.inprocess:
+        add_limit(report, config.archive, config.load, message=message,
+                  log_dir=os.path.join(os.path.abspath(config.out), "inprocess-logs", "limit"))
     vcpus = report["machine"]["vcpus"]
     load_average = report["machine"].get("load_average") or [0.0]
     if load_average[0] > 0.5 * vcpus:

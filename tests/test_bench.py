@@ -294,7 +294,8 @@ def test_short_run_against_a_real_server(default_server, model_store, cat_photo,
     code = cli.main(["bench", "--url", default_server.inference_url, "--model", "efficientnet-lite0",
                      "--input", cat_photo, "--concurrency", "1,2", "--requests", "12", "--warmup", "2",
                      "--instance", "m5.large", "--profile", "cpu-latency",
-                     "--compare-inprocess", os.path.join(model_store, "efficientnet-lite0.mar"), "--out", out])
+                     "--compare-inprocess", os.path.join(model_store, "efficientnet-lite0.mar"), "--out", out,
+                     "--management-url", default_server.management_url, "--model-store", model_store])
     assert code == 0
     assert capsys.readouterr().out.strip() == os.path.join(out, "report.md")
     report, markdown = read_report(out)
@@ -313,6 +314,13 @@ def test_short_run_against_a_real_server(default_server, model_store, cat_photo,
     answer = json.loads(report["sample_answers"]["cpu-latency batch 1"])
     assert len(answer) == 5 and {"probability", "class"} == set(answer[0])
     assert "## Server against the in-process limit" in markdown
+    # issue 11: the independent limit (both engines), the MMS floor on the same server, the breakdown
+    assert {name for name, e in report["limit"]["engines"].items() if e["available"]} == {"mxnet", "onnxruntime"}
+    assert report["floor"]["cpu-latency"]["ok"] == 12 and report["floor"]["cpu-latency"]["p50_ms"] > 0
+    (line,) = report["breakdown"]["lines"]
+    assert line["served_p50_ms"] == server_rows[0]["latency_ms"]["p50"]
+    assert line["best_engine"] in ("mxnet", "onnxruntime")
+    assert "## Per-request breakdown (concurrency 1)" in markdown
 
 
 @pytest.mark.slow

@@ -37,8 +37,7 @@ MODULES = product_modules()
 
 
 def test_the_package_walk_finds_every_folder():
-    assert set(setup_packages().values()) == {"scripts", "handlers", "archives", "config", "docker"}
-    assert {"mmsctl.cli", "mmsctl.server", "mmsctl.handlers.base", "mmsctl.archives.mar",
+    assert {"mmsctl.cli", "mmsctl.cli.serve", "mmsctl.server", "mmsctl.handlers.base", "mmsctl.archives.mar",
             "mmsctl.config.profiles", "mmsctl.docker.ecs"} <= set(MODULES)
 
 
@@ -75,3 +74,16 @@ def test_test_modules_import_helpers_not_conftest():
     for name in modules:
         assert "conftest" not in set(imported_modules(os.path.join(REPO, "tests", name))), \
             "tests/%s imports conftest: shared test code lives in tests/helpers.py" % name
+
+
+def test_setup_installs_every_package_folder():
+    """A folder with an ``__init__.py`` under the product's folders is a package setup.py must list."""
+    listed = set(setup_packages().values())
+    found = set()
+    for top in ("scripts", "handlers", "archives", "config", "docker"):
+        for folder, dirs, files in os.walk(os.path.join(REPO, top)):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+            if "__init__.py" in files:
+                found.add(os.path.relpath(folder, REPO))
+    assert {"scripts", "scripts/cli", "handlers"} <= found
+    assert found == listed
