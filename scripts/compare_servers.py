@@ -18,6 +18,7 @@ import requests
 from mmsctl.config import profiles
 
 from . import server, torchserve
+from .errors import MmsctlError
 from .bench import percentile
 from .prove_profiles import default_image, free_port
 
@@ -106,4 +107,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MmsctlError as err:
+        sys.exit("compare_servers: error: %s" % err)

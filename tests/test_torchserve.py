@@ -7,6 +7,7 @@ unchanged. One TorchServe and one MMS serve the same archives side by side; ever
 compared between them.
 """
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -97,7 +98,8 @@ def torchserve_python():
     python = os.path.join(venv, "bin", "python")
     if os.path.isfile(os.path.join(venv, ".pins")):
         return python
-    shutil.rmtree(venv, ignore_errors=True)  # a half-made one (no .pins): start again
+    for old in glob.glob(os.path.join(cache_dir(), "torchserve-venv-*")):  # older pins, or a half-made one
+        shutil.rmtree(old, ignore_errors=True)
     os.makedirs(os.path.dirname(venv), exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
