@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from mmsctl.config import profiles
 
-from . import server
+from . import preflight, server
 from .errors import ServerError
 
 LAUNCHER = "torchserve"
@@ -117,7 +117,7 @@ def preparer(metrics_port=DEFAULT_METRICS_PORT, environ=None):
 
     def prepare(profile, state_dir):
         config_path, env = server.prepare_state(profile, state_dir, render_properties(profile, metrics_port))
-        problem = server.port_problem("http://127.0.0.1:%d" % metrics_port, "TorchServe metrics API",
+        problem = preflight.port_problem("http://127.0.0.1:%d" % metrics_port, "TorchServe metrics API",
                                       "--metrics-port")
         if problem:
             raise ServerError(problem)

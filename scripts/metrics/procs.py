@@ -12,6 +12,8 @@ from collections import namedtuple
 
 import psutil
 
+from mmsctl.processes import is_worker
+
 WorkerProcess = namedtuple("WorkerProcess", "pid port role rss cpu_seconds")
 
 _SOCK = re.compile(r"\.mms\.sock\.(\d+)$")
@@ -52,7 +54,7 @@ def worker_processes(launcher_pid):
     for proc in tree:
         try:
             cmdline = proc.cmdline()
-            if not any("model_service_worker" in arg for arg in cmdline):
+            if not is_worker(cmdline):
                 continue
             port = _port(cmdline)
             parent = proc.ppid()
@@ -62,7 +64,7 @@ def worker_processes(launcher_pid):
         if figures is None or port is None:
             continue
         try:
-            forked = parent in pids and any("model_service_worker" in arg for arg in psutil.Process(parent).cmdline())
+            forked = parent in pids and is_worker(psutil.Process(parent).cmdline())
         except psutil.Error:
             forked = False
         found.append(WorkerProcess(proc.pid, port, "worker" if forked else "listener", *figures))

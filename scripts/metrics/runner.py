@@ -18,7 +18,8 @@ import psutil
 import requests
 
 from mmsctl.errors import ServerError
-from mmsctl.server import STATE_FILE, port_problem
+from mmsctl.preflight import port_problem
+from mmsctl.server import STATE_FILE
 
 from .exporter import DEFAULT_PORT, DRAINING_FILE, Exporter
 
