@@ -65,6 +65,15 @@ def model_store(tmp_path_factory, resnet_checkpoint):
 
 
 @pytest.fixture
+def aws_credentials(monkeypatch):
+    """Fake credentials and region for moto's in-memory AWS (nothing here may reach the real one)."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
 def restore_environ():
     saved = dict(os.environ)
     try:

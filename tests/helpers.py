@@ -60,3 +60,13 @@ def skimage_photo(name):
     if spec is None:
         pytest.skip("scikit-image (the bundled CC0 photos) is not installed: run scripts/bootstrap.sh")
     return os.path.join(list(spec.submodule_search_locations)[0], "data", name)
+
+
+def end_foreground_serve(process, state_dir):
+    """Kill a ``mmsctl serve --foreground`` subprocess a test left running, and the server it started."""
+    from mmsctl import server
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    if os.path.exists(os.path.join(state_dir, server.STATE_FILE)):
+        server.stop(server.ServerState.load(state_dir))

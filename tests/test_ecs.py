@@ -247,12 +247,8 @@ def test_deployment_limits_follow_the_host_ports():
 
 # -- the AWS flow in moto ------------------------------------------------------------------------------
 @pytest.fixture
-def aws(monkeypatch):
+def aws(aws_credentials):
     """moto's in-memory AWS with one c5.large container instance in cluster mmsctl."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     import boto3
     from moto import mock_aws
     from moto.ec2 import utils as ec2_utils

@@ -278,11 +278,7 @@ def test_bad_values_are_refused_before_any_aws_call(call, message):
 
 # -- moto --------------------------------------------------------------------------------------------
 @pytest.fixture
-def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+def aws(aws_credentials):
     import boto3
     from moto import mock_aws
     with mock_aws():

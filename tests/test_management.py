@@ -24,7 +24,7 @@ import requests
 from mmsctl import cli, server
 from mmsctl.archives import mxnet_checkpoint
 
-from helpers import free_port
+from helpers import end_foreground_serve, free_port
 
 MAIN = "efficientnet-lite0"
 
@@ -263,8 +263,4 @@ def test_serve_foreground_stops_the_whole_tree_on_sigterm(model_store, tmp_path)
         assert elapsed < 10, elapsed
         assert not os.path.exists(os.path.join(state_dir, server.STATE_FILE))
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if os.path.exists(os.path.join(state_dir, server.STATE_FILE)):
-            server.stop(server.ServerState.load(state_dir))
+        end_foreground_serve(process, state_dir)

@@ -21,7 +21,7 @@ from mmsctl import server
 from mmsctl.management import ManagementClient
 from mmsctl.metrics import emf, logconfig, runner
 
-from helpers import free_port
+from helpers import end_foreground_serve, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]  # the built model store (conftest: slow)
 
@@ -276,8 +276,4 @@ def test_sigterm_drains_readyz_then_stops_and_emf_lines_count_the_requests(model
         assert sum(event["Requests4XX"] for event in mine) == baseline + 3  # the last minute: written at the stop
         assert sum(event["Requests2XX"] for event in mine) == 0 and mine[-1]["Workers"] == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if os.path.exists(os.path.join(state_dir, server.STATE_FILE)):
-            server.stop(server.ServerState.load(state_dir))
+        end_foreground_serve(process, state_dir)
