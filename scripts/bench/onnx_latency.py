@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 from mmsctl import server
+from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
 from mmsctl.errors import MmsctlError, UsageError
 from mmsctl.files import read_regular
@@ -42,7 +43,6 @@ def summarize(latencies_ms):
 
 def build_archives(store, base_name="efficientnet-lite0"):
     """{engine: (model name, archive file)} for the default model on each engine."""
-    from mmsctl.archives import mxnet_checkpoint
     archives = {}
     for engine in ENGINES:
         name = "%s-%s" % (base_name, engine)
