@@ -52,7 +52,7 @@ setup(
     packages=packages(),
     package_dir=PACKAGES,
     package_data={
-        "mmsctl": ["reference_handlers/*.py"],
+        "mmsctl.bench": ["reference_handlers/*.py"],
         "mmsctl.config": ["*.properties", "*.json"],
         "mmsctl.docker": ["Dockerfile*", "ecs/*", "containers.conf"],
     },

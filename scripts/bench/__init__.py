@@ -16,7 +16,7 @@ random_resnet       a ResNet archive with random weights
 run                 ``mmsctl bench``: server and/or in-process runs into one report
 sweep               ``mmsctl bench sweep``: seed 002's table over profiles and batch sizes
 soak                ``mmsctl soak``: hours of load, memory and error verdict
-compare             ``python -m mmsctl.bench_compare``
+compare_handlers    ``python -m mmsctl.bench_compare`` (named so: ``compare`` is the report function)
 request_costs       ``python -m mmsctl.request_costs``
 prove_profiles      ``python -m mmsctl.prove_profiles``
 two_models          ``python -m mmsctl.two_models``

@@ -36,7 +36,7 @@ from mmsctl.management import ManagementClient
 from mmsctl.quickstart import bundled_image
 
 from . import reference
-from .compare import DEFAULT_MODEL, camera_jpeg
+from .compare_handlers import DEFAULT_MODEL, camera_jpeg
 from .load import HttpSender, close_all, free_port, interleaved
 from .stats import percentile
 
