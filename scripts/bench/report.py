@@ -105,20 +105,16 @@ def check_targets(report):
     if saturated is not None:
         checks.append({"target": "saturated throughput >= %.2fx in-process best" % TARGETS["saturated_throughput"],
                        "config": "all", "value": saturated, "met": saturated >= TARGETS["saturated_throughput"]})
-    for cold in report.get("cold_start", []):
-        if cold.get("serve_to_first_answer_s") is not None:
-            checks.append({"target": "serve to first answer < %.0f s" % TARGETS["cold_start_s"],
-                           "config": "%s (%s%s)" % (cold["config"], cold["kind"], ", batch %d" % cold[
-                               "batch_size"] if cold.get("batch_size", 1) > 1 else ""),
-                           "value": cold["serve_to_first_answer_s"],
-                           "met": cold["serve_to_first_answer_s"] < TARGETS["cold_start_s"]})
-    for first in report.get("first_requests", []):
-        if first.get("ratio_to_p50") is not None:
-            checks.append({"target": "first request <= %.1fx steady p50" % TARGETS["first_request_ratio"],
-                           "config": "%s (%s%s)" % (first["config"], first["kind"], ", batch %d" % first[
-                               "batch_size"] if first.get("batch_size", 1) > 1 else ""),
-                           "value": first["ratio_to_p50"],
-                           "met": first["ratio_to_p50"] <= TARGETS["first_request_ratio"]})
+    for entry_key, value_key, target, met in (
+            ("cold_start", "serve_to_first_answer_s", "serve to first answer < %.0f s" % TARGETS["cold_start_s"],
+             lambda value: value < TARGETS["cold_start_s"]),
+            ("first_requests", "ratio_to_p50", "first request <= %.1fx steady p50" % TARGETS["first_request_ratio"],
+             lambda value: value <= TARGETS["first_request_ratio"])):
+        for entry in report.get(entry_key, []):
+            if entry.get(value_key) is not None:
+                batch = ", batch %d" % entry["batch_size"] if entry.get("batch_size", 1) > 1 else ""
+                checks.append({"target": target, "config": "%s (%s%s)" % (entry["config"], entry["kind"], batch),
+                               "value": entry[value_key], "met": met(entry[value_key])})
     return checks
 
 
