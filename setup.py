@@ -11,6 +11,9 @@ from setuptools import setup
 
 PACKAGES = {
     "mmsctl": "scripts",
+    "mmsctl.bench": "scripts/bench",
+    "mmsctl.cli": "scripts/cli",
+    "mmsctl.metrics": "scripts/metrics",
     "mmsctl.handlers": "handlers",
     "mmsctl.archives": "archives",
     "mmsctl.config": "config",
@@ -29,18 +32,6 @@ def pinned(*names):
     return pins
 
 
-def packages():
-    """PACKAGES and every folder below them with an ``__init__.py`` (scripts/bench -> mmsctl.bench)."""
-    found = []
-    for package, folder in PACKAGES.items():
-        for root, dirs, files in os.walk(os.path.join(HERE, folder)):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            if "__init__.py" in files:
-                relative = os.path.relpath(root, os.path.join(HERE, folder))
-                found.append(package if relative == "." else package + "." + relative.replace(os.sep, "."))
-    return found
-
-
 # mxnet 1.9.1 uses numpy.bool and breaks on numpy>=1.24: the pins keep numpy at 1.23.5.
 INSTALL_REQUIRES = pinned("runtime.txt", "onnxruntime.txt")
 
@@ -49,7 +40,7 @@ setup(
     version="0.1.0",
     description="Build, serve and deploy MXNet Model Server (.mar) archives",
     python_requires=">=3.11,<3.12",
-    packages=packages(),
+    packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
         "mmsctl.bench": ["reference_handlers/*.py"],

@@ -102,6 +102,7 @@ class TaskOptions:
     region: Optional[str] = None
     metrics_port: Optional[int] = None
     drain_timeout: int = DRAIN_TIMEOUT
+    emf: bool = False
     models_file: Optional[str] = None
     file_models: Tuple = ()
 
@@ -184,6 +185,9 @@ def validate(options):
                                                              MAX_STOP_TIMEOUT, STOP_MARGIN))
     if options.metrics_port in (INFERENCE_PORT, MANAGEMENT_PORT):
         raise EcsError("--metrics-port %d is the inference or management port" % options.metrics_port)
+    if options.emf and not options.log_group:
+        raise EcsError("--emf needs --log-group: CloudWatch turns the EMF lines into metrics from the awslogs "
+                       "driver's log streams")
     if options.openmp not in profiles.OPENMP_RUNTIMES:
         raise EcsError("--openmp must be one of %s" % ", ".join(profiles.OPENMP_RUNTIMES))
     return options
@@ -201,7 +205,7 @@ def _profile(options, name, vcpus):
 
 
 def serve_command(profile, models, inference_port, management_port, metrics_port=None,
-                  drain_timeout=DRAIN_TIMEOUT, models_file=None):
+                  drain_timeout=DRAIN_TIMEOUT, models_file=None, emf=False):
     """The arguments of ``mmsctl serve --foreground --public`` for one container.
 
     The ECS entry point is ``mmsctl serve`` itself (ECS's init process is PID 1
@@ -214,6 +218,8 @@ def serve_command(profile, models, inference_port, management_port, metrics_port
              "--drain-timeout", str(drain_timeout)]
     if metrics_port is not None:  # /healthz and /readyz, the load balancer's health check
         words += ["--metrics-port", str(metrics_port)]
+    if emf:  # CloudWatch Embedded Metric Format lines on stdout, for the awslogs driver
+        words.append("--emf")
     if profile.name == "gpu":
         words += ["--gpus", str(profile.gpus)]
     if profile.unset_environment:
@@ -245,7 +251,7 @@ def server_container(options, profile, name, inference_port, host_port, cpu=None
     management_port = inference_port + (MANAGEMENT_PORT - INFERENCE_PORT)
     metrics_port = None if options.metrics_port is None else options.metrics_port + inference_port - INFERENCE_PORT
     command = serve_command(profile, options.models, inference_port, management_port, metrics_port,
-                            options.drain_timeout, options.models_file)
+                            options.drain_timeout, options.models_file, emf=options.emf)
     container = {
         "name": name,
         "image": options.image,

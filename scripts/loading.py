@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import psutil
 
 from .errors import ManagementError
+from .processes import is_worker
 
-WORKER_SCRIPT = "model_service_worker"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
 
 
@@ -55,7 +55,7 @@ def frontend_for(management_url):
 
 def _model_of(cmdline):
     """The --model-name of a worker command line (None for other processes)."""
-    if not any(WORKER_SCRIPT in arg for arg in cmdline):
+    if not is_worker(cmdline):
         return None
     try:
         return cmdline[cmdline.index("--model-name") + 1]

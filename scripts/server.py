@@ -18,39 +18,29 @@ command line.
 """
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict
-from urllib.parse import urlsplit
 
-import psutil
 import requests
 
 from mmsctl.config import profiles
 from mmsctl.handlers.contract import ENGINE_ENV, LOAD_FAILURES_ENV
 
+from . import preflight, processes, store
 from .errors import ManagementError, ServerError
 from .files import remove_special_files
 from .management import ManagementClient
+from .metrics import logconfig
 from .models_file import merge_engine_variable, model_settings, model_specs, planned
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_FILE = "load_failures.log"
-LAUNCHER = "multi-model-server"
-
-#: What the server's Python offers for the device-bound profiles (run before MMS starts).
-MXNET_PROBE = ("import importlib.util, json, mxnet; print(json.dumps({'mxnet': mxnet.__version__, "
-               "'eia': hasattr(mxnet, 'eia'), 'eimx': importlib.util.find_spec('eimx') is not None, "
-               "'gpus': mxnet.context.num_gpus()}))")
-
 
 @dataclass
 class ServerState:
@@ -82,28 +72,6 @@ def default_state_dir():
     return os.environ.get("MMSCTL_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".mmsctl", "server")
 
 
-def launcher():
-    """The ``multi-model-server`` script of this Python environment (then PATH)."""
-    here = os.path.join(os.path.dirname(sys.executable), LAUNCHER)
-    found = here if os.path.exists(here) else shutil.which(LAUNCHER)
-    if not found:
-        raise ServerError("%s is not installed in this environment: pip install multi-model-server==1.1.11" % LAUNCHER)
-    return found
-
-
-def server_python():
-    """The Python MMS runs its workers with: the one next to the launcher (MMS passes its own)."""
-    candidate = os.path.join(os.path.dirname(launcher()), "python")
-    return candidate if os.path.exists(candidate) else sys.executable
-
-
-def java_available(env=None):
-    env = env or os.environ
-    if env.get("JAVA_HOME") and os.path.exists(os.path.join(env["JAVA_HOME"], "bin", "java")):
-        return True
-    return shutil.which("java", path=env.get("PATH")) is not None
-
-
 def server_environment(profile, state_dir, base=None):
     """The environment of the server process: the profile's thread settings reach
     the Python workers from here, before MXNet is imported."""
@@ -125,128 +93,6 @@ def server_environment(profile, state_dir, base=None):
     return env
 
 
-def device_problem(profile_name, facts, python):
-    """Why the server's Python cannot serve ``profile_name`` (None when it can).
-
-    ``facts`` is what ``MXNET_PROBE`` printed: {"mxnet", "eia", "eimx", "gpus"}.
-    """
-    if profile_name == "ei" and not (facts.get("eia") or facts.get("eimx")):
-        return ("profile ei needs the Elastic Inference build of MXNet, but the server's Python %s has mxnet %s "
-                "with neither mx.eia() (EI builds up to 1.5.1) nor the eimx package (EI builds from 1.7); install "
-                "the EI build (AWS closed Elastic Inference to new customers in 2023) or serve with --profile "
-                "cpu-latency or cpu-throughput" % (python, facts.get("mxnet", "?")))
-    if profile_name == "gpu" and int(facts.get("gpus") or 0) < 1:
-        return ("profile gpu needs an MXNet build that sees a GPU, but mxnet %s in %s sees none (a CPU-only "
-                "wheel, or no NVIDIA driver); install a CUDA build (e.g. mxnet-cu112) or serve with a cpu profile"
-                % (facts.get("mxnet", "?"), python))
-    return None
-
-
-def probe_mxnet(python, env, timeout=120):
-    """Run ``MXNET_PROBE`` in the server's Python with the server's environment."""
-    try:
-        result = subprocess.run([python, "-c", MXNET_PROBE], env=env, capture_output=True, text=True,
-                                timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ServerError("cannot run the server's Python %s to check its MXNet: %s" % (python, err))
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ServerError("cannot import mxnet in the server's Python %s: %s" % (python, last))
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def port_problem(url, what, option):
-    """Why MMS could not listen on ``url``'s address (None when it can): the port is taken."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the frontend binds
-        try:
-            probe.bind((host, parts.port))
-        except OSError as err:
-            return ("port %d on %s (the %s) is not free (%s), perhaps another `mmsctl serve`: stop it with "
-                    "`mmsctl stop` (and --state-dir), or choose another port with %s"
-                    % (parts.port, host, what, err.strerror, option))
-    return None
-
-
-def preflight(profile, env):
-    """Refuse at once what cannot work: a port in use, no Java, or a device profile without its MXNet build."""
-    for url, what, option in ((profile.inference_address, "inference API", "--inference-port"),
-                              (profile.management_address, "management API", "--management-port")):
-        problem = port_problem(url, what, option)
-        if problem:
-            raise ServerError(problem)
-    if not java_available(env):
-        raise ServerError("java is not installed: MMS's frontend needs Java 11+ "
-                          "(apt-get install openjdk-17-jre-headless)")
-    if profile.name in ("ei", "gpu"):
-        python = server_python()
-        problem = device_problem(profile.name, probe_mxnet(python, env), python)
-        if problem:
-            raise ServerError(problem)
-
-
-def model_url(path, model_store):
-    """The ``url`` to register an archive of the model store with (its name there)."""
-    full = os.path.abspath(path if os.path.isabs(path) else os.path.join(model_store, path))
-    return os.path.relpath(full, os.path.abspath(model_store))
-
-
-UNPACKED_DIR = ".mmsctl-unpacked"
-
-
-def unpacked_entry(model_store, path):
-    """Extract a ``.mar`` once into ``<store>/.mmsctl-unpacked/<name>-<key>/`` and return that
-    folder's name relative to the store, for MMS to serve in place.
-
-    MMS 1.1.11 unzips every archive at every start (measured: 1-3.7 s of ResNet-152's
-    cold start) and does it without checking entry names (an entry ``../../x`` is
-    written outside its folder); a folder in the model store is used as it is. Our
-    extraction refuses escaping entries. The key is the archive's size, mtime and
-    inode, so a rebuilt archive is extracted again. Returns None when the store is
-    not writable (a read-only volume): MMS then unpacks the archive itself.
-    """
-    from mmsctl.archives import mar
-
-    full = os.path.join(model_store, path)
-    if not os.path.isfile(full) or not os.access(model_store, os.W_OK):
-        return None
-    info = os.stat(full)
-    stem = os.path.splitext(os.path.basename(full))[0]
-    entry = os.path.join(UNPACKED_DIR, "%s-%x-%x-%x" % (stem, info.st_size, info.st_mtime_ns, info.st_ino))
-    target = os.path.join(model_store, entry)
-    if not os.path.isdir(target):
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".%s." % stem, dir=parent)
-        try:
-            mar.extract(full, tmp)
-            os.rename(tmp, target)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not os.path.isdir(target):  # not a concurrent extraction that won the race
-                raise
-    return entry
-
-
-def check_models(profile, models):
-    if not os.path.isdir(profile.model_store):
-        raise ServerError("model store %s is not a folder" % profile.model_store)
-    for name, path in models.items():
-        full = path if os.path.isabs(path) else os.path.join(profile.model_store, path)
-        if not os.path.isfile(full):
-            raise ServerError("model %s: archive %s is not in the model store %s" % (name, path, profile.model_store))
-        if model_url(path, profile.model_store).startswith(".."):
-            raise ServerError("model %s: archive %s is outside the model store %s: copy it there"
-                              % (name, path, profile.model_store))
-        if full.endswith(".mar"):
-            from mmsctl.archives import mar
-            with mar.open_mar(full):  # refuses escaping and symlink entries before MMS unpacks anything
-                pass
-
-
 def prepare(profile, state_dir):
     """Write the state folder; return (command, environment)."""
     for sub in ("tmp", "logs"):
@@ -256,7 +102,7 @@ def prepare(profile, state_dir):
             old = ServerState.load(state_dir)
         except (TypeError, ValueError):
             old = None
-        if old is not None and server_processes(old):
+        if old is not None and processes.server_processes(old):
             raise ServerError("a server started from %s is still running (pid %d): `mmsctl stop --state-dir %s`"
                               % (state_dir, old.pid, state_dir))
     # MMS's launcher refuses to start while its pid file names a live pid; a killed
@@ -270,8 +116,9 @@ def prepare(profile, state_dir):
     with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
         handle.write(profiles.render_properties(profile))
     os.chmod(config_path, 0o600)
-    command = [launcher(), "--start", "--foreground", "--mms-config", config_path,
-               "--model-store", profile.model_store]
+    command = [preflight.launcher(), "--start", "--foreground", "--mms-config", config_path,
+               "--model-store", profile.model_store,
+               "--log-config", logconfig.write(state_dir)]  # our layouts, which mmsctl.metrics reads
     return command, server_environment(profile, state_dir)
 
 
@@ -283,11 +130,11 @@ def _launch(profile, state_dir, models, **popen):
     """Check, write the state folder, start the launcher in its own session; return (process, state, profile)."""
     specs = model_specs(models)
     models = {spec.name: spec.archive for spec in specs}
-    check_models(profile, models)
+    store.check_models(profile, models)
     profile = planned(profile, specs)
     os.makedirs(state_dir, exist_ok=True)
     command, env = prepare(profile, state_dir)
-    preflight(profile, env)
+    preflight.preflight(profile, env)
     process = subprocess.Popen(command, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, start_new_session=True,
                                **popen)
     state = ServerState(pid=process.pid, state_dir=state_dir, inference_url=_inference_url(profile),
@@ -377,9 +224,9 @@ def load_models(state, profile, timeout):
         workers = settings.get("workers", profile.workers)
         client = ManagementClient(state.management_url, timeout=timeout)
         try:
-            entry = model_url(path, profile.model_store)
+            entry = store.model_url(path, profile.model_store)
             if entry.endswith(".mar"):
-                entry = unpacked_entry(profile.model_store, entry) or entry
+                entry = store.unpacked_entry(profile.model_store, entry) or entry
             client.register(entry, name=name, workers=workers, batch_size=settings.get("batch_size"),
                             max_batch_delay=settings.get("max_batch_delay_ms"),
                             response_timeout=settings.get("response_timeout_s"), synchronous=True)
@@ -440,92 +287,24 @@ def wait_ready(state, models, timeout, process=None, workers=1):
         time.sleep(0.25)
 
 
-def server_processes(state):
-    """Every live process of a server: the launcher's tree, plus the members of its process
-    group (its session) that name the state folder in their command line (the Java
-    frontend and workers outlive a launcher killed first)."""
-    found = {}
-    try:
-        root = psutil.Process(state.pid)
-        for proc in [root] + root.children(recursive=True):
-            found[proc.pid] = proc
-    except psutil.NoSuchProcess:
-        pass
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if proc.pid in found or os.getpgid(proc.pid) != state.pid:
-                continue
-            if any(state.state_dir in arg for arg in proc.info["cmdline"] or ()):
-                found[proc.pid] = proc
-        except (psutil.Error, OSError):
-            continue
-    return [proc for proc in found.values() if _alive(proc)]
-
-
-def _alive(proc):
-    """Running, not a zombie (an orphan's zombie waits for an init that may never reap it)."""
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def process_tree(pid):
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return []
-    try:
-        return [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return [root]
-
-
-def _signal_all(procs, sig):
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-
-
-def _is_worker(proc):
-    try:
-        return any("model_service_worker" in arg for arg in proc.cmdline())
-    except psutil.Error:
-        return False
-
-
-def _wait(procs, timeout):
-    """psutil.wait_procs, but a process that turned into a zombie counts as gone."""
-    deadline = time.monotonic() + timeout
-    alive = list(procs)
-    while alive:
-        _, alive = psutil.wait_procs(alive, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-        alive = [proc for proc in alive if _alive(proc)]
-        if time.monotonic() >= deadline:
-            break
-    return [proc for proc in procs if proc not in alive], alive
-
-
 def stop(state, timeout=10.0):
     """Stop the launcher, the Java frontend and every worker (SIGTERM, then SIGKILL after ``timeout``)."""
-    procs = server_processes(state)
-    workers = [proc for proc in procs if _is_worker(proc)]
+    procs = processes.server_processes(state)
+    workers = [proc for proc in procs if processes.is_worker_process(proc)]
     # MMS's forked workers answer SIGTERM by deleting their socket files and going
     # on (a worker loading a model runs seconds more): they hold no state, kill them.
-    _signal_all(workers, signal.SIGKILL)
-    _signal_all([proc for proc in procs if proc not in workers], signal.SIGTERM)
-    _, alive = _wait(procs, timeout)
+    processes.signal_all(workers, signal.SIGKILL)
+    processes.signal_all([proc for proc in procs if proc not in workers], signal.SIGTERM)
+    _, alive = processes.wait_gone(procs, timeout)
     seen = {proc.pid for proc in procs}
     deadline = time.monotonic() + 10
     while True:  # the rest, and workers forked while we were stopping the others
-        late = {proc.pid: proc for proc in alive + server_processes(state)}
+        late = {proc.pid: proc for proc in alive + processes.server_processes(state)}
         if not late or time.monotonic() > deadline:
             break
         seen.update(late)
-        _signal_all(late.values(), signal.SIGKILL)
-        _, alive = _wait(list(late.values()), 1.0)
+        processes.signal_all(late.values(), signal.SIGKILL)
+        _, alive = processes.wait_gone(list(late.values()), 1.0)
     try:  # reap the launcher if it is our child
         os.waitpid(state.pid, os.WNOHANG)
     except ChildProcessError:
@@ -567,7 +346,7 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     def forward(signum, _frame):
         signals.append(signum)
         if launched and len(signals) == 1 and drain is not None and ready:
-            threading.Thread(target=lambda: (drain(), _signal_group(launched[0], signal.SIGTERM)), daemon=True).start()
+            threading.Thread(target=_drain_then_stop, args=(drain, launched[0]), daemon=True).start()
         elif launched:
             _signal_group(launched[0], signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
@@ -599,6 +378,13 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
         stop(state, timeout=stop_timeout)
         _restore(previous)
     return 0 if signals else code
+
+
+def _drain_then_stop(drain, process):
+    try:
+        drain()
+    finally:
+        _signal_group(process, signal.SIGTERM)
 
 
 def _signal_group(process, sig):

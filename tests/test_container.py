@@ -194,7 +194,7 @@ def test_image_runs_as_non_root_with_health_check_and_model_volume(podman, cpu_i
     config = image["Config"]
     assert config["User"] == "10001:10001"
     assert "/models" in config["Volumes"]
-    assert list(config["ExposedPorts"]) == ["8080/tcp"]
+    assert sorted(config["ExposedPorts"]) == ["8080/tcp", "8082/tcp"]  # inference, metrics
     health = config.get("Healthcheck") or image.get("Healthcheck")  # podman lists it beside Config
     assert health["Test"] == ["CMD", "mmsctl", "health"]
     assert config["Entrypoint"][:5] == ["tini", "--", "mmsctl", "serve", "--foreground"]

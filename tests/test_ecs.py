@@ -143,7 +143,7 @@ def test_container_commands_are_what_mmsctl_serve_and_health_accept(name):
     parser = cli.build_parser()
     for container in server_containers(task):
         args = parser.parse_args(container["entryPoint"][1:] + container["command"])
-        assert args.func is cli.cmd_serve and args.foreground and args.public
+        assert args.func is cli.serve.cmd_serve and args.foreground and args.public
         assert args.model_store == ecs.CONTAINER_MODEL_STORE and dict(args.models) == dict(MODELS)
         assert getattr(args, "management_host", "127.0.0.1") == "127.0.0.1"
         assert [m["containerPort"] for m in container["portMappings"]] == [args.inference_port]
@@ -155,7 +155,7 @@ def test_container_commands_are_what_mmsctl_serve_and_health_accept(name):
         check = container["healthCheck"]["command"]
         assert check[0] == "CMD"
         health = parser.parse_args(check[2:])
-        assert health.func is cli.cmd_health and health.names == [n for n, _ in MODELS]
+        assert health.func is cli.manage.cmd_health and health.names == [n for n, _ in MODELS]
         assert health.management_url == "http://127.0.0.1:%d" % args.management_port
 
 
@@ -441,7 +441,7 @@ def test_dockerfiles_run_mmsctl_as_non_root_and_publish_only_the_inference_port(
     steps = instructions(name)
     users = [args for op, args in steps if op == "USER"]
     assert users == ["10001:10001"]
-    assert [args for op, args in steps if op == "EXPOSE"] == ["8080"]
+    assert [args for op, args in steps if op == "EXPOSE"] == ["8080 8082"]  # inference, metrics exporter
     assert [args for op, args in steps if op == "VOLUME"] == ['["/models"]']
     (health,) = [args for op, args in steps if op == "HEALTHCHECK"]
     assert health.endswith('CMD ["mmsctl", "health"]')

@@ -151,7 +151,7 @@ def test_template_command_is_what_mmsctl_serve_accepts(template):
     args, unknown = cli.build_parser().parse_known_args(words)
     # --metrics-port comes with the metrics work (issue of /healthz and /readyz); until it is merged it is unknown
     assert unknown in ([], ["--metrics-port", "8082"])
-    assert args.func is cli.cmd_serve and args.foreground and args.public and args.drain_timeout == 30
+    assert args.func is cli.serve.cmd_serve and args.foreground and args.public and args.drain_timeout == 30
     assert args.inference_port == 8080 and args.management_port == 8081
 
 

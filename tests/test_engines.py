@@ -24,7 +24,7 @@ import pytest
 mx = pytest.importorskip("mxnet")
 ort = pytest.importorskip("onnxruntime")
 
-from mmsctl import cli, server  # noqa: E402
+from mmsctl import cli, processes, server  # noqa: E402
 from mmsctl.archives import efficientnet_lite, mar, mxnet_checkpoint  # noqa: E402
 from mmsctl.config import profiles  # noqa: E402
 from mmsctl.handlers import engines, mxnet_engine  # noqa: E402
@@ -472,4 +472,4 @@ def test_bad_engine_override_fails_the_start_on_a_real_server(model_store, tmp_p
         server.start(profile, state_dir, {"resnet18": "resnet18.mar"}, ready_timeout=120)
     assert "ModelLoadFailure: MMSCTL_ENGINE='resnet18=tpu': 'tpu' is not an engine: use auto, mxnet, onnxruntime " \
            "or MODEL=ENGINE pairs, comma-separated" in str(info.value)
-    assert not server.server_processes(server.ServerState(0, state_dir, "", "", profile.name))
+    assert not processes.server_processes(server.ServerState(0, state_dir, "", "", profile.name))

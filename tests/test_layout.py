@@ -37,8 +37,7 @@ MODULES = product_modules()
 
 
 def test_the_package_walk_finds_every_folder():
-    assert set(setup_packages().values()) == {"scripts", "handlers", "archives", "config", "docker"}
-    assert {"mmsctl.cli", "mmsctl.server", "mmsctl.handlers.base", "mmsctl.archives.mar",
+    assert {"mmsctl.cli", "mmsctl.cli.serve", "mmsctl.server", "mmsctl.handlers.base", "mmsctl.archives.mar",
             "mmsctl.config.profiles", "mmsctl.docker.ecs"} <= set(MODULES)
 
 
@@ -75,7 +74,6 @@ def test_test_modules_import_helpers_not_conftest():
     for name in modules:
         assert "conftest" not in set(imported_modules(os.path.join(REPO, "tests", name))), \
             "tests/%s imports conftest: shared test code lives in tests/helpers.py" % name
-
 
 
 def module_files():
@@ -166,8 +164,6 @@ def test_no_import_cycle_among_the_products_modules():
 
 #: Modules allowed over MAX_LINES, and why.
 LONG_MODULES = {
-    "mmsctl.cli": "being split",
-    "mmsctl.server": "being split",
     "mmsctl.docker.ecs": "being split (docker/ecs/ becomes a package beside cluster.yaml, issue 12)",
 }
 MAX_LINES = 500
@@ -205,3 +201,15 @@ def test_no_import_inside_a_function_except_heavy_optional_libraries():
                         continue
                     found += ["%s: %s" % (module, name) for name in names if name.split(".")[0] not in heavy]
     assert found == []
+
+def test_setup_installs_every_package_folder():
+    """A folder with an ``__init__.py`` under the product's folders is a package setup.py must list."""
+    listed = set(setup_packages().values())
+    found = set()
+    for top in ("scripts", "handlers", "archives", "config", "docker"):
+        for folder, dirs, files in os.walk(os.path.join(REPO, top)):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+            if "__init__.py" in files:
+                found.add(os.path.relpath(folder, REPO))
+    assert {"scripts", "scripts/cli", "handlers"} <= found
+    assert found == listed

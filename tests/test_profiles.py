@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
-from mmsctl import cli, server
+from mmsctl import cli, preflight, processes, server
 from mmsctl.config import profiles
 from mmsctl.handlers import devices
 from mmsctl.handlers.errors import ModelLoadFailure
@@ -229,7 +229,7 @@ def test_device_request_reads_the_environment():
     ("cpu-latency", {}, None),
 ])
 def test_device_problem(name, facts, problem):
-    found = server.device_problem(name, facts, "/venv/bin/python")
+    found = preflight.device_problem(name, facts, "/venv/bin/python")
     assert (found is None) if problem is None else (problem in found and "/venv/bin/python" in found)
 
 
@@ -401,7 +401,7 @@ def test_worker_without_its_device_fails_the_start_with_the_reason(model_store, 
     assert message.startswith("model resnet18: register resnet18: ") and "answered 500" in message
     assert "ModelLoadFailure: this profile needs an Elastic Inference accelerator (MMSCTL_REQUIRE_DEVICE=eia)" \
         in message
-    assert not server.server_processes(server.ServerState(0, state_dir, "", "", profile.name))
+    assert not processes.server_processes(server.ServerState(0, state_dir, "", "", profile.name))
 
 
 # -- real servers, one per CPU profile --------------------------------------------------------------
@@ -447,7 +447,7 @@ def test_serve_profile_reaches_every_worker(name, workers, threads, model_store,
             config = handle.read()
         assert "default_workers_per_model=%d\n" % workers in config
         assert "management_address=%s\n" % management in config
-        everything = server.server_processes(state)
+        everything = processes.server_processes(state)
     finally:
         assert cli.main(["stop", "--state-dir", state_dir]) == 0
     assert "stopped server pid %d" % state.pid in capsys.readouterr().out

@@ -26,7 +26,7 @@ import pytest
 import requests
 from PIL import Image
 
-from mmsctl import cli, server
+from mmsctl import cli, processes, server, store
 from mmsctl.archives import mar
 from mmsctl.management import ManagementClient
 
@@ -168,7 +168,7 @@ def _model_of(proc):
 
 def serving_pids(state, model=MODEL):
     """Pids of the processes that run ``model``'s requests: children of its listening worker process."""
-    workers = [p for p in server.process_tree(state.pid) if _model_of(p) == model]
+    workers = [p for p in processes.process_tree(state.pid) if _model_of(p) == model]
     pids = {p.pid for p in workers}
     serving = []
     for proc in workers:
@@ -442,7 +442,7 @@ def test_corrupt_model_fails_at_registration(srv, capsys):
 
 
 def _model_dir(state, model):
-    workers = [p for p in server.process_tree(state.pid) if _model_of(p) == model]
+    workers = [p for p in processes.process_tree(state.pid) if _model_of(p) == model]
     argv = workers[0].cmdline()
     return argv[argv.index("--model-path") + 1]
 
@@ -458,7 +458,7 @@ def test_twin_archives_share_a_folder_but_serve_is_immune(servers, store):
     """
     state = servers.start(store, {MODEL: "resnet18.mar"})
     served_dir = _model_dir(state, MODEL)
-    assert server.UNPACKED_DIR in served_dir and os.path.isdir(served_dir)
+    assert store.UNPACKED_DIR in served_dir and os.path.isdir(served_dir)
     assert requests.post(predict_url(state), data=JPEG, timeout=CLIENT_TIMEOUT).status_code == 200
     client = ManagementClient(state.management_url)
     client.register("resnet18.mar", name="resnet18-twin-a", workers=1)

@@ -1,0 +1,88 @@
+"""The processes of a server: the launcher, MMS's Java frontend and its Python workers; which of them are
+workers, which are alive, and signalling and waiting for them.
+
+>>> is_worker(["python", "/venv/lib/mms/model_service_worker.py", "--sock-type", "unix"])
+True
+>>> is_worker(["java", "-cp", "model-server.jar"])
+False
+"""
+import os
+import time
+
+import psutil
+
+#: The script MMS 1.1.11 runs for each model's backend; its forks are the workers.
+WORKER_SCRIPT = "model_service_worker"
+
+
+def is_worker(cmdline):
+    """Whether a command line is an MMS worker (or its per-model listener)."""
+    return any(WORKER_SCRIPT in arg for arg in cmdline or ())
+
+
+def server_processes(state):
+    """Every live process of a server: the launcher's tree, plus the members of its process
+    group (its session) that name the state folder in their command line (the Java
+    frontend and workers outlive a launcher killed first)."""
+    found = {}
+    try:
+        root = psutil.Process(state.pid)
+        for proc in [root] + root.children(recursive=True):
+            found[proc.pid] = proc
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid in found or os.getpgid(proc.pid) != state.pid:
+                continue
+            if any(state.state_dir in arg for arg in proc.info["cmdline"] or ()):
+                found[proc.pid] = proc
+        except (psutil.Error, OSError):
+            continue
+    return [proc for proc in found.values() if alive(proc)]
+
+
+def alive(proc):
+    """Running, not a zombie (an orphan's zombie waits for an init that may never reap it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def process_tree(pid):
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    try:
+        return [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return [root]
+
+
+def signal_all(procs, sig):
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def is_worker_process(proc):
+    try:
+        return is_worker(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def wait_gone(procs, timeout):
+    """psutil.wait_procs, but a process that turned into a zombie counts as gone."""
+    deadline = time.monotonic() + timeout
+    left = list(procs)
+    while left:
+        _, left = psutil.wait_procs(left, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        left = [proc for proc in left if alive(proc)]
+        if time.monotonic() >= deadline:
+            break
+    return [proc for proc in procs if proc not in left], left
