@@ -8,7 +8,7 @@ point or the module's one class. ``initialize`` gets a small context object, and
 every call is ``handle([{"body": BYTES}], context)`` with the same body bytes a
 server request carries.
 
-Each pipeline is a fresh ``python -m mmsctl.bench.inprocess`` process with the thread
+Each pipeline is a fresh ``python -m mmsctl.inprocess`` process with the thread
 environment of the profile being compared (OMP_NUM_THREADS is read once, when
 MXNet loads), so N pipelines side by side are what N server workers could do at
 best. The parent talks to them in JSON lines: each reports ``ready`` (with its
@@ -160,8 +160,8 @@ def _emit(channel, **event):
 
 
 def pipeline_main(argv=None):
-    """``python -m mmsctl.bench.inprocess``: one pipeline, driven over stdin/stdout."""
-    parser = argparse.ArgumentParser(prog="python -m mmsctl.bench.inprocess")
+    """``python -m mmsctl.inprocess``: one pipeline, driven over stdin/stdout."""
+    parser = argparse.ArgumentParser(prog="python -m mmsctl.inprocess")
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--input", required=True)
     parser.add_argument("--requests", type=int)
@@ -375,7 +375,7 @@ def run_level(model_dir, input_path, pipelines, env, requests=None, duration=Non
     children = []
     try:
         for index, share in enumerate(shares):
-            command = [sys.executable, "-m", "mmsctl.bench.inprocess", "--model-dir", model_dir, "--input", input_path,
+            command = [sys.executable, "-m", "mmsctl.inprocess", "--model-dir", model_dir, "--input", input_path,
                        "--warmup", str(warmup)]
             command += ["--requests", str(share)] if share is not None else ["--duration", str(duration)]
             if model_name:
