@@ -21,6 +21,7 @@ import psutil
 
 from mmsctl.errors import MmsctlError, UsageError
 from mmsctl.files import read_regular
+from mmsctl.processes import is_worker_process
 
 from .load import ClosedLoop, HttpSender, close_all
 from .stats import is_success, percentile
@@ -136,13 +137,6 @@ def render_table(report):
 
 
 # -- the server's processes --------------------------------------------------------------
-def _is_worker(proc):
-    try:
-        return any(arg.endswith("model_service_worker.py") for arg in proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return False
-
-
 def server_memory(server_pid):
     """Memory of a server's process tree: Python workers (RSS, USS, pids) and the Java frontend (RSS)."""
     try:
@@ -154,7 +148,7 @@ def server_memory(server_pid):
     pids = []
     for proc in tree:
         try:
-            if _is_worker(proc):
+            if is_worker_process(proc):
                 info = proc.memory_full_info()
                 rss, uss = rss + info.rss, uss + info.uss
                 pids.append(proc.pid)
