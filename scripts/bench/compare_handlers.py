@@ -42,7 +42,7 @@ from .limit import run_limit
 from .load import HttpSender, close_all, free_port, interleaved, run_phase
 from . import reference
 from .random_resnet import build_random_resnet
-from .report import _loadavg, machine_info
+from .report import load_average, machine_info
 from .stats import summarize
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -144,7 +144,7 @@ def run(args, message):
     message("cpu-latency server: %d worker x %d threads, models %s" % (profile.workers, profile.omp_threads,
                                                                       ", ".join(models)))
     state = server.start(profile, os.path.join(out, "servers", "cpu-latency"), models, ready_timeout=600)
-    load = {"served latency": _loadavg()}
+    load = {"served latency": load_average()}
     try:
         bodies = {image: read_regular(path) for image, path in images.items()}
         floors = {image: reference.measure_floor(state.management_url, state.inference_url, store, body,
@@ -156,14 +156,14 @@ def run(args, message):
     finally:
         server.stop(state)
     limits = {}
-    load["in-process limit"] = _loadavg()
+    load["in-process limit"] = load_average()
     for model in (DEFAULT_MODEL, resnet):
         limits[model] = run_limit(os.path.join(store, models[model]), list(images.values()),
                                   requests=args.limit_requests, warmup=args.warmup,
                                   log_dir=os.path.join(out, "limit-logs"), message=message)
     saturated = {}
     if not args.skip_throughput:
-        load["throughput"] = _loadavg()
+        load["throughput"] = load_average()
         saturated = throughput(store, {m: models[m] for m in (DEFAULT_MODEL, resnet)}, images,
                                args.throughput_requests, args.vcpus, out, message)
     result = assemble(models, images, latency, floors, limits, saturated, resnet)

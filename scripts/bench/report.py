@@ -36,10 +36,10 @@ def machine_info():
     except OSError:
         pass
     return {"hostname": socket.gethostname(), "vcpus": detect_vcpus(), "cpu": model or platform.processor(),
-            "python": platform.python_version(), "load_average": _loadavg()}
+            "python": platform.python_version(), "load_average": load_average()}
 
 
-def _loadavg():
+def load_average():
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -155,7 +155,7 @@ def new_report(title, model, input_info, load, price, target=None):
 
 
 def finish_report(report):
-    report["machine"]["load_average_end"] = _loadavg()
+    report["machine"]["load_average_end"] = load_average()
     report["comparison"] = compare(report["rows"])
     report["targets"] = check_targets(report)
     report["breakdown"] = breakdown.report_breakdown(report)
