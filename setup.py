@@ -18,6 +18,7 @@ PACKAGES = {
     "mmsctl.archives": "archives",
     "mmsctl.config": "config",
     "mmsctl.docker": "docker",
+    "mmsctl.docker.ecs": "docker/ecs",
 }
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +46,8 @@ setup(
     package_data={
         "mmsctl.bench": ["reference_handlers/*.py"],
         "mmsctl.config": ["*.properties", "*.json"],
-        "mmsctl.docker": ["Dockerfile*", "ecs/*", "containers.conf"],
+        "mmsctl.docker": ["Dockerfile*", "containers.conf"],
+        "mmsctl.docker.ecs": ["*.yaml"],
     },
     install_requires=INSTALL_REQUIRES,
     entry_points={"console_scripts": ["mmsctl = mmsctl.cli:main"]},

@@ -17,7 +17,8 @@ import json
 import math
 
 from mmsctl.config.profiles import PROFILES
-from mmsctl.docker import ecs, ecs_scaling
+from mmsctl.docker import ecs
+from mmsctl.docker.ecs import scaling as ecs_scaling
 
 from .bench import REPORT_FORMAT
 from .errors import UsageError

@@ -1,6 +1,6 @@
 """The scale-out layout: docker/ecs/scale-out.yaml (cfn-lint and its structure, rule
 by rule), the ELBv2 / Application Auto Scaling / ECS requests of
-mmsctl.docker.ecs_scaling (botocore's own service models, then moto's backends),
+mmsctl.docker.ecs.scaling (botocore's own service models, then moto's backends),
 and ``mmsctl ecs autoscaling`` on reports written by the bench code's own writer.
 """
 import json
@@ -14,7 +14,8 @@ import pytest
 from botocore.validate import ParamValidator
 
 from mmsctl import autoscaling, bench, cli
-from mmsctl.docker import ecs, ecs_scaling
+from mmsctl.docker import ecs
+from mmsctl.docker.ecs import scaling as ecs_scaling
 
 from test_ecs import IMAGE, MODELS, ROLE, _tool, enum_errors
 

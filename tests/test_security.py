@@ -251,7 +251,7 @@ def test_shipped_configs_and_images_keep_management_on_loopback():
         with open(os.path.join(REPO, path), encoding="utf-8") as handle:
             assert re.search(r"^management_address=http://127\.0\.0\.1:\d+$", handle.read(), re.M), path
     shipped = [path for path in tracked if path.startswith("docker/")]
-    assert {"docker/Dockerfile.cpu", "docker/Dockerfile.gpu", "docker/Dockerfile.ei", "docker/ecs.py"} <= set(shipped)
+    assert {"docker/Dockerfile.cpu", "docker/Dockerfile.gpu", "docker/Dockerfile.ei", "docker/ecs/taskdef.py"} <= set(shipped)
     for path in shipped:
         with open(os.path.join(REPO, path), encoding="utf-8", errors="replace") as handle:
             assert "--management-host" not in handle.read(), "%s opens the management API" % path

@@ -11,7 +11,7 @@ a target value of 0), is refused here with the reason.
 import math
 import re
 
-from mmsctl.docker.ecs import INFERENCE_PORT, MANAGEMENT_PORT, EcsError
+from .taskdef import INFERENCE_PORT, MANAGEMENT_PORT, EcsError
 
 #: ``mmsctl serve --metrics-port``: /healthz (alive) and /readyz (503 while a model is
 #: not loaded or while draining after SIGTERM)

@@ -1,28 +1,7 @@
-"""Amazon ECS requests for the mmsctl images, as plain dicts.
+"""RegisterTaskDefinition requests for the mmsctl images (CPU, GPU, EI), as plain dicts.
 
-Every function here but :func:`load_task_definition` is pure: it returns the
-body of one ECS API request (``RegisterTaskDefinition``, ``CreateService``) or an
-IAM policy document, ready for ``aws ecs register-task-definition
---cli-input-json file://...``. Nothing talks to AWS; tests/test_ecs.py checks
-the output against botocore's ECS model and runs it through moto.
-
-What the generated tasks guarantee:
-
-* the container runs ``mmsctl serve --foreground --public`` as a non-root user
-  under ECS's init process (``linuxParameters.initProcessEnabled``), so a
-  SIGTERM from ``docker stop`` reaches the server's whole process tree;
-* only the inference port is mapped; the management API stays on the
-  container's 127.0.0.1, where the health check (``mmsctl health``) reads it;
-* the profile's thread settings (``build_profile(...).environment``) are in the
-  container's environment and on its command line, so the server inside plans
-  for the same vCPUs as the task.
-
-Elastic Inference (EI) is retired by AWS (no new customers since April 2023,
-removed from EC2/ECS since): the ``ei`` requests are kept for accounts that
-still have it and for seed 000's CPU-versus-EI comparison; Inf1 (Neuron) is the
-forward path for accelerated MXNet on ECS (:func:`neuron_task_definition`).
+See the package's docstring for what every generated task guarantees.
 """
-import json
 import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -60,7 +39,7 @@ STOP_TIMEOUT = DRAIN_TIMEOUT + STOP_MARGIN
 NEURON_SOCKET_VOLUME = "neuron-sock"
 NEURON_SOCKET_DIR = "/sock"
 NEURON_RTD_MEMORY_MIB = 256
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -146,7 +125,7 @@ def validate(options):
             raise EcsError("model %s: %r must be a .mar file name in the model store (%s), not a path or URL"
                            % (name, path, CONTAINER_MODEL_STORE))
     family = options.family or default_family(options)
-    if not _NAME.match(family):
+    if not NAME_PATTERN.match(family):
         raise EcsError("family %r: up to 255 letters, digits, '_' and '-'" % family)
     if options.network_mode not in NETWORK_MODES:
         raise EcsError("--network-mode must be one of %s" % ", ".join(NETWORK_MODES))
@@ -193,7 +172,7 @@ def validate(options):
     return options
 
 
-def _profile(options, name, vcpus):
+def task_profile(options, name, vcpus):
     """The profile the server in the container computes, planned over all its models (one core budget)."""
     profile = profiles.build_profile(name, vcpus=vcpus, gpus=options.gpus if name == "gpu" else 0,
                                      model_store=CONTAINER_MODEL_STORE, inference_host="0.0.0.0",
@@ -293,14 +272,14 @@ def task_definition(options):
     vcpus = planned_vcpus(options, count)
     container_cpu = options.cpu // count if options.cpu is not None else None
     share = options.memory // count
-    main = server_container(options, _profile(options, options.profile, vcpus), "mmsctl-%s" % options.profile,
+    main = server_container(options, task_profile(options, options.profile, vcpus), "mmsctl-%s" % options.profile,
                             INFERENCE_PORT, options.host_port, container_cpu, share)
     containers = [main]
     if options.side_by_side:
         side_port = INFERENCE_PORT + SIDE_PORT_OFFSET
         side_host = options.host_port + SIDE_PORT_OFFSET if options.host_port else 0
         # seed 000's comparison: the same model on the CPU, one request at a time on every vCPU
-        containers.append(server_container(options, _profile(options, "cpu-latency", vcpus), "mmsctl-cpu",
+        containers.append(server_container(options, task_profile(options, "cpu-latency", vcpus), "mmsctl-cpu",
                                            side_port, side_host, container_cpu, share))
     request = {
         "family": options.family or default_family(options),
@@ -320,201 +299,3 @@ def task_definition(options):
     if options.host_model_store:
         request["volumes"] = [{"name": MODELS_VOLUME, "host": {"sourcePath": options.host_model_store}}]
     return request
-
-
-@dataclass(frozen=True)
-class NeuronOptions:
-    """An Inf1 task (seed 001): the server with /dev/neuron* mapped in, and with
-    ``neuron_rtd_image`` the Neuron 1.x layout, where a ``neuron-rtd`` sidecar
-    owns the devices and the server reaches it through a socket volume."""
-
-    image: str
-    models: Tuple[Tuple[str, str], ...]
-    vcpus: int
-    devices: int = 1
-    neuron_rtd_image: Optional[str] = None
-    family: str = "mmsctl-inf1"
-    memory: int = DEFAULT_MEMORY_MIB
-    host_port: int = INFERENCE_PORT
-    execution_role_arn: Optional[str] = None
-    task_role_arn: Optional[str] = None
-    socket_host_path: str = "/tmp/neuron-sock"
-
-
-def neuron_devices(count):
-    """``linuxParameters.devices`` for the first ``count`` Inferentia chips of an Inf1 instance."""
-    return [{"hostPath": "/dev/neuron%d" % i, "containerPath": "/dev/neuron%d" % i,
-             "permissions": ["read", "write"]} for i in range(count)]
-
-
-def neuron_task_definition(options):
-    """RegisterTaskDefinition for Inf1. Inf1 runs on the EC2 launch type only, and
-    ECS's ``NeuronDevice`` resource requirement (in botocore's model since 2025)
-    is for ECS Managed Instances only, so the chips are mapped as devices.
-
-    The image must carry an MXNet built for Neuron and archives compiled for
-    Inferentia: mmsctl serves them as CPU-profile workers, one per NeuronCore
-    group. Not run here: there is no Inferentia chip on these machines.
-    """
-    if not options.models:
-        raise EcsError("--models NAME=FILE.mar is required")
-    if not 1 <= options.devices <= 16:
-        raise EcsError("--neuron-devices %d: an Inf1 instance has 1 to 16 Inferentia chips" % options.devices)
-    base = TaskOptions(profile="cpu-throughput", image=options.image, models=options.models, vcpus=options.vcpus,
-                       memory=options.memory, host_port=options.host_port, family=options.family)
-    validate(base)
-    profile = _profile(base, "cpu-throughput", options.vcpus)
-    sidecar = NEURON_RTD_MEMORY_MIB if options.neuron_rtd_image else 0
-    server = server_container(base, profile, "mmsctl-inf1", INFERENCE_PORT, options.host_port,
-                              memory_reservation=options.memory - sidecar)
-    server["dockerLabels"] = {"mmsctl.profile": "inf1"}
-    request = {
-        "family": options.family,
-        "networkMode": "bridge",
-        "requiresCompatibilities": ["EC2"],
-        "placementConstraints": [{"type": "memberOf",
-                                  "expression": "attribute:ecs.instance-type =~ inf1.*"}],
-        "containerDefinitions": [server],
-        "memory": str(options.memory),
-    }
-    if options.neuron_rtd_image is None:
-        # Neuron 2.x: the runtime is a library inside the server's image.
-        server["linuxParameters"]["devices"] = neuron_devices(options.devices)
-    else:
-        socket = "unix:%s/neuron-rtd.sock" % NEURON_SOCKET_DIR
-        mount = {"sourceVolume": NEURON_SOCKET_VOLUME, "containerPath": NEURON_SOCKET_DIR}
-        server["environment"].append({"name": "NEURON_RTD_ADDRESS", "value": socket})
-        server["mountPoints"] = [mount]
-        server["dependsOn"] = [{"containerName": "neuron-rtd", "condition": "START"}]
-        request["containerDefinitions"].append({
-            "name": "neuron-rtd",
-            "image": options.neuron_rtd_image,
-            "essential": True,
-            "command": ["neuron-rtd", "-g", socket],
-            "environment": [{"name": "AWS_NEURON_VISIBLE_DEVICES", "value": "ALL"}],
-            "mountPoints": [mount],
-            "memoryReservation": NEURON_RTD_MEMORY_MIB,
-            "linuxParameters": {"capabilities": {"add": ["SYS_ADMIN", "IPC_LOCK"]},
-                                "devices": neuron_devices(options.devices), "initProcessEnabled": True},
-        })
-        request["volumes"] = [{"name": NEURON_SOCKET_VOLUME, "host": {"sourcePath": options.socket_host_path}}]
-    if options.execution_role_arn:
-        request["executionRoleArn"] = options.execution_role_arn
-    if options.task_role_arn:
-        request["taskRoleArn"] = options.task_role_arn
-    return request
-
-
-def _static_host_ports(task):
-    return task.get("networkMode", "bridge") == "bridge" and any(
-        mapping.get("hostPort") for container in task["containerDefinitions"]
-        for mapping in container.get("portMappings", ()))
-
-
-def deployment_configuration(task, desired_count):
-    """Rolling-update limits that can succeed for this task.
-
-    A bridge task with fixed host ports cannot start a second copy on an instance
-    that already runs one, so the update stops old copies first (maximum 100%)
-    and keeps at least half up while more than one runs; with dynamic host ports
-    or awsvpc a new copy starts before the old one stops (200%). The circuit
-    breaker rolls back a deployment whose tasks never pass their health check.
-    """
-    if _static_host_ports(task):
-        minimum, maximum = (50 if desired_count > 1 else 0), 100
-    else:
-        minimum, maximum = 100, 200
-    return {"minimumHealthyPercent": minimum, "maximumPercent": maximum,
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True}}
-
-
-def service(task, cluster, name, desired_count=1, revision=None, subnets=(), security_groups=(),
-            target_group_arn=None, assign_public_ip=False):
-    """The CreateService request that keeps ``desired_count`` copies of ``task`` running."""
-    if desired_count < 0:
-        raise EcsError("--desired-count cannot be negative")
-    if not _NAME.match(name):
-        raise EcsError("service name %r: up to 255 letters, digits, '_' and '-'" % name)
-    if not cluster:
-        raise EcsError("--cluster is required")
-    awsvpc = task.get("networkMode") == "awsvpc"
-    if awsvpc and not subnets:
-        raise EcsError("task %s uses awsvpc: pass --subnets (and --security-groups) for its network interfaces"
-                       % task["family"])
-    if subnets and not awsvpc:
-        raise EcsError("--subnets and --security-groups apply to awsvpc tasks; task %s uses %s networking"
-                       % (task["family"], task.get("networkMode", "bridge")))
-    request = {
-        "cluster": cluster,
-        "serviceName": name,
-        "taskDefinition": task["family"] + (":%d" % revision if revision else ""),
-        "desiredCount": desired_count,
-        "launchType": "EC2",
-        "schedulingStrategy": "REPLICA",
-        "deploymentConfiguration": deployment_configuration(task, desired_count),
-        "deploymentController": {"type": "ECS"},
-        # spread copies over zones, then pack instances by memory (MXNet models are memory-bound)
-        "placementStrategy": [{"type": "spread", "field": "attribute:ecs.availability-zone"},
-                              {"type": "binpack", "field": "memory"}],
-        "propagateTags": "TASK_DEFINITION",
-        "enableECSManagedTags": True,
-    }
-    if awsvpc:
-        network = {"subnets": list(subnets), "assignPublicIp": "ENABLED" if assign_public_ip else "DISABLED"}
-        if security_groups:
-            network["securityGroups"] = list(security_groups)
-        request["networkConfiguration"] = {"awsvpcConfiguration": network}
-    if target_group_arn:
-        container = task["containerDefinitions"][0]
-        request["loadBalancers"] = [{"targetGroupArn": target_group_arn, "containerName": container["name"],
-                                     "containerPort": container["portMappings"][0]["containerPort"]}]
-        # the health check's startPeriod: models load before the first READY worker
-        request["healthCheckGracePeriodSeconds"] = HEALTH_CHECK["startPeriod"]
-    return request
-
-
-def trust_policy(service_principal):
-    """An IAM role trust policy for ``ecs-tasks.amazonaws.com`` (task and execution
-    roles) or ``ec2.amazonaws.com`` (the container instances' role)."""
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": service_principal}, "Action": "sts:AssumeRole"}]}
-
-
-def ei_connect_policy():
-    """The permission an EI client needs (seed 000: only elastic-inference:Connect is required).
-
-    Attach it to the task role for task-attached accelerators, to the instance
-    role for accelerators attached by the launch template (seed 004).
-    """
-    return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "ElasticInferenceConnect", "Effect": "Allow", "Action": ["elastic-inference:Connect"],
-        "Resource": "*"}]}
-
-
-IAM_DOCUMENTS = {
-    "ei-connect": ei_connect_policy,
-    "task-trust": lambda: trust_policy("ecs-tasks.amazonaws.com"),
-    "instance-trust": lambda: trust_policy("ec2.amazonaws.com"),
-}
-
-
-def iam_document(kind):
-    try:
-        return IAM_DOCUMENTS[kind]()
-    except KeyError:
-        raise EcsError("unknown IAM document %r: choose one of %s" % (kind, ", ".join(IAM_DOCUMENTS)))
-
-
-def load_task_definition(path):
-    """A RegisterTaskDefinition request written by ``mmsctl ecs task-definition``."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            task = json.load(handle)
-    except OSError as err:
-        raise EcsError("cannot read task definition %s: %s" % (path, err.strerror))
-    except ValueError as err:
-        raise EcsError("task definition %s is not JSON (%s): write it with `mmsctl ecs task-definition ... > %s`"
-                       % (path, err, path))
-    if not isinstance(task, dict) or "family" not in task or not task.get("containerDefinitions"):
-        raise EcsError("%s is not a RegisterTaskDefinition request (no family or containerDefinitions)" % path)
-    return task
