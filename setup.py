@@ -11,6 +11,7 @@ from setuptools import setup
 
 PACKAGES = {
     "mmsctl": "scripts",
+    "mmsctl.bench": "scripts/bench",
     "mmsctl.cli": "scripts/cli",
     "mmsctl.metrics": "scripts/metrics",
     "mmsctl.handlers": "handlers",
@@ -43,7 +44,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
-        "mmsctl": ["reference_handlers/*.py"],
+        "mmsctl.bench": ["reference_handlers/*.py"],
         "mmsctl.config": ["*.properties", "*.json"],
         "mmsctl.docker": ["Dockerfile*", "containers.conf"],
         "mmsctl.docker.ecs": ["*.yaml"],

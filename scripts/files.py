@@ -8,6 +8,7 @@ these functions: a path that is not a regular file is refused at once with an
 anything that is not a regular file without opening it.
 """
 import errno
+import json
 import os
 import stat
 
@@ -54,6 +55,28 @@ def read_regular(path):
     """The bytes of a regular file (see :func:`open_regular`)."""
     with open_regular(path) as handle:
         return handle.read()
+
+
+def read_json(path, error=ValueError, what="", missing=""):
+    """The JSON document in the regular file ``path``; ``error(message)`` (one line) when it
+    cannot be read or parsed. ``what`` names the file in messages, ``missing`` explains absence.
+
+    >>> read_json("/nonexistent.json", what="price table")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot read the price table /nonexistent.json: No such file or directory
+    """
+    name = (what + " " if what else "") + path
+    try:
+        with open_regular(path) as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError as err:
+        raise error("%s is missing: %s" % (name, missing) if missing else
+                    "cannot read the %s: %s" % (name, err.strerror))
+    except OSError as err:
+        raise error("cannot read the %s: %s" % (name, err.strerror))
+    except ValueError as err:
+        raise error("%s is not valid JSON: %s" % (name, err))
 
 
 def regular_files(folder):

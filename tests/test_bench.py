@@ -1,5 +1,6 @@
 """mmsctl bench: the report's arithmetic from known inputs, then short real runs
 (a real server from ``default_server``, and the archive's handler in-process)."""
+import io
 import json
 import os
 import zipfile
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsctl import bench, cli, inprocess, sweep
+from mmsctl import bench, cli
+from mmsctl.bench import inprocess, mmslog
 from mmsctl.errors import UsageError
 
 SEEDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "seeds")
@@ -165,6 +167,43 @@ def test_time_bounded_phase_ends_by_itself():
         bench.run_phase([CountingSender()], requests=5, duration=1.0)
 
 
+def test_interleaved_load_takes_turns_in_chunks():
+    order = []
+
+    class Named(CountingSender):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def __call__(self):
+            order.append(self.name)
+            return super().__call__()
+
+    samples = bench.interleaved({"a": Named("a"), "b": Named("b")}, requests=5, warmup=1, chunk=2)
+    assert [len(samples["a"]), len(samples["b"])] == [5, 5]
+    assert "".join(order) == "a" + "b" + "aabbaabbab"
+
+
+def test_closed_loop_keeps_completion_times_per_thread_while_it_runs():
+    loop = bench.ClosedLoop([CountingSender(), CountingSender()], duration=0.2).start()
+    phase = loop.join()
+    stamps = [ended for mine in loop.per_thread for ended, _, _ in mine]
+    assert len(stamps) == len(phase.samples) > 0 and all(loop.started <= t for t in stamps)
+    assert all(a[0] <= b[0] for mine in loop.per_thread for a, b in zip(mine, mine[1:]))
+
+
+def test_terminal_progress_draws_one_tqdm_bar_per_phase():
+    stream = io.StringIO()
+    progress = bench.TerminalProgress(stream)
+    progress("c=1", 5, 10, 1.0)
+    progress("c=1", 10, 10, 2.0)
+    progress.message("between the phases")
+    progress("c=2", 3, None, 0.5)
+    progress.close()
+    text = stream.getvalue()
+    assert "c=1" in text and "10/10" in text and "between the phases\n" in text and "c=2" in text
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080",
                                  "http://127.3.4.5:80"])
 def test_loopback_urls_are_accepted(url):
@@ -188,15 +227,15 @@ def test_mms_log_markers_and_cold_start_parts():
         "2026-11-23T13:58:34,250 [INFO ] W-9000-r-stdout com.amazonaws.ml.mms.wlm.WorkerLifeCycle - model resnet-152 "
         "ready on cpu(0) in 2.10 s",
     ])
-    markers = sweep.find_markers(sweep.parse_log(log))
+    markers = mmslog.find_markers(mmslog.parse_log(log))
     api = markers["api_bound"]
     assert [round(markers[k] - api, 3) for k in ("model_registered", "worker_connected", "framework_imported",
                                                  "model_ready")] == [0.093, 0.293, 1.693, 2.443]
-    parts = sweep.cold_start_parts(markers, api - 1.0, None, markers["model_ready"] + 0.2)
+    parts = mmslog.cold_start_parts(markers, api - 1.0, None, markers["model_ready"] + 0.2)
     expected = {"serve_to_first_answer_s": 3.643, "frontend_s": 1.0, "unzip_s": 0.093, "worker_start_s": 0.2,
                 "import_s": 1.4, "load_s": 0.75, "first_request_s": 0.2}
     assert {k: round(parts[k], 3) for k in expected} == expected
-    assert sweep.cold_start_parts({}, 1.0, None, 2.0)["import_s"] is None  # a missing marker is not guessed
+    assert mmslog.cold_start_parts({}, 1.0, None, 2.0)["import_s"] is None  # a missing marker is not guessed
 
 
 @pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "sweep", "--help"],

@@ -27,7 +27,7 @@ def product_modules():
     for package in setup_packages():
         names.add(package)
         path = importlib.import_module(package).__path__
-        for info in pkgutil.iter_modules(path, package + "."):
+        for info in pkgutil.walk_packages(path, package + "."):
             if not info.name.endswith("__main__"):
                 names.add(info.name)
     return sorted(names)
@@ -75,6 +75,130 @@ def test_test_modules_import_helpers_not_conftest():
         assert "conftest" not in set(imported_modules(os.path.join(REPO, "tests", name))), \
             "tests/%s imports conftest: shared test code lives in tests/helpers.py" % name
 
+
+def module_files():
+    """{module name: source file} for every product module: setup.py's folders and, recursively, their
+    subpackages (folders with an ``__init__.py``, e.g. scripts/bench/ -> mmsctl.bench)."""
+    files = {}
+    for package, top in setup_packages().items():
+        for folder, dirs, names in os.walk(os.path.join(REPO, top)):
+            dirs[:] = [d for d in dirs if os.path.isfile(os.path.join(folder, d, "__init__.py"))]
+            relative = os.path.relpath(folder, os.path.join(REPO, top))
+            here = package if relative == "." else package + "." + relative.replace(os.sep, ".")
+            for name in names:
+                if name.endswith(".py"):
+                    stem = name[:-3]
+                    files[here if stem == "__init__" else "%s.%s" % (here, stem)] = os.path.join(folder, name)
+    return files
+
+
+def import_graph():
+    """{module: set of product modules it imports anywhere in its source, functions included}."""
+    files = module_files()
+    graph = {}
+    for module, path in files.items():
+        package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+            if isinstance(node, ast.Import):
+                bases, names = [alias.name for alias in node.names], []
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")
+                    parent = parent[:len(parent) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                bases, names = [base], [alias.name for alias in node.names]
+            else:
+                continue
+            for base in bases:
+                found = [base + "." + name for name in names if base + "." + name in files]
+                targets.update(found or ([base] if base in files else []))
+        targets.discard(module)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph):
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_among_the_products_modules():
+    graph = import_graph()
+    assert {"mmsctl.bench.stats", "mmsctl.bench.load"} <= graph["mmsctl.bench.run"]
+    assert graph["mmsctl.cli"] and "mmsctl.handlers.contract" in graph["mmsctl.archives.mar"]
+    assert cycles(graph) == []
+
+
+#: Modules allowed over MAX_LINES, and why.
+LONG_MODULES = {}
+MAX_LINES = 500
+
+
+def test_no_product_module_is_over_500_lines():
+    lengths = {module: sum(1 for _ in open(path, encoding="utf-8")) for module, path in module_files().items()}
+    assert len(lengths) > 40 and "mmsctl.bench.load" in lengths
+    assert {module: n for module, n in lengths.items() if n > MAX_LINES and module not in LONG_MODULES} == {}
+
+
+def test_the_benchmark_imports_run_one_way():
+    """stats and load at the bottom of mmsctl.bench: they import nothing above them."""
+    graph = import_graph()
+    bench = {module for module in graph if module.startswith("mmsctl.bench.")}
+    assert graph["mmsctl.bench.stats"] & bench == set()
+    assert graph["mmsctl.bench.load"] & bench == {"mmsctl.bench.errors"}
+
+
+def test_no_import_inside_a_function_except_heavy_optional_libraries():
+    """Imports inside functions hid the old bench/inprocess/sweep cycle: only heavy optional libraries may."""
+    heavy = ("mxnet", "onnx", "onnxruntime", "matplotlib", "torch")
+    found = []
+    for module, path in module_files().items():
+        if not module.startswith("mmsctl.bench"):
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Import):
+                        names = [alias.name for alias in inner.names]
+                    elif isinstance(inner, ast.ImportFrom):
+                        names = ["." * inner.level + (inner.module or "")]
+                    else:
+                        continue
+                    found += ["%s: %s" % (module, name) for name in names if name.split(".")[0] not in heavy]
+    assert found == []
 
 def test_setup_installs_every_package_folder():
     """A folder with an ``__init__.py`` under the product's folders is a package setup.py must list."""

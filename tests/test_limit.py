@@ -10,7 +10,9 @@ import os
 import pytest
 import requests
 
-from mmsctl import bench, bench_compare, breakdown, cli, limit, reference
+from mmsctl import bench, cli
+from mmsctl.bench import breakdown, limit, reference
+from mmsctl.bench import compare_handlers as bench_compare
 from mmsctl.config import profiles
 
 PNG = "/photos/chelsea.png"

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from mmsctl import cli, soak
+from mmsctl import cli
+from mmsctl.bench import soak
 
 SOAK_SECONDS = 60.0
 SOAK_INTERVAL = 10.0
