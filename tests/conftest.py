@@ -21,7 +21,7 @@ KINDS = ("unit", "server", "slow", "installs")
 #: they start real servers, pip-install environments or build images, or build heavy models.
 SERVER_FIXTURES = {"servers", "mgmt"}
 INSTALL_FIXTURES = {"podman", "stock_python", "plain_venv"}
-SLOW_FIXTURES = {"model_store", "onnx_store", "dual"}
+SLOW_FIXTURES = {"model_store", "onnx_store", "dual", "aws"}  # aws: moto's in-memory AWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -377,11 +377,13 @@ def _tool(name):
     return found
 
 
+@pytest.mark.slow
 def test_cluster_template_passes_cfn_lint():
     out = subprocess.run([_tool("cfn-lint"), TEMPLATE], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_cfn_lint_refuses_ei_on_launch_templates_which_is_why_the_template_has_none(tmp_path):
     with open(TEMPLATE, encoding="utf-8") as handle:
         text = handle.read()

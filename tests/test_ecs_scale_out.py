@@ -36,6 +36,7 @@ def template():
     return decoded
 
 
+@pytest.mark.slow
 def test_scale_out_template_passes_cfn_lint():
     out = subprocess.run([_tool("cfn-lint"), TEMPLATE], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
