@@ -1,1 +1,6 @@
-"""The archive builder: validate inputs, then write MMS ``.mar`` archives."""
+"""``archives/``: validate inputs, then write MMS ``.mar`` archives.
+
+Builders per kind of checkpoint (``mxnet_checkpoint``, ``onnx_model`` with ``onnx_signature`` and
+``batching``, ``efficientnet_lite`` with ``torch_legacy``), the format (``builder``: entries, manifest and
+signature; ``mar``: reading, safe extraction, inspect), and ``errors``.
+"""

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from mmsctl import bench, cli, files, soak
+from mmsctl import bench, cli, files
+from mmsctl.bench import soak
 from mmsctl.archives import builder, mar
 from mmsctl.archives.errors import InvalidInput
 from mmsctl.client import PredictionError, predict

@@ -19,7 +19,7 @@ PNG = "/photos/chelsea.png"
 
 
 def limit_figures(mxnet=(4.0, 14.0, 0.5), onnxruntime=(4.0, 10.0, 0.5), key=PNG, rps=None):
-    """A limit result as ``mmsctl.limit`` returns it; None for an engine makes it unavailable."""
+    """A limit result as ``mmsctl.bench.limit`` returns it; None for an engine makes it unavailable."""
     engines = {}
     for name, parts in (("mxnet", mxnet), ("onnxruntime", onnxruntime)):
         if parts is None:

@@ -23,8 +23,10 @@ two_models          ``python -m mmsctl.two_models``
 onnx_latency        ``python -m mmsctl.onnx_latency``
 ==================  ===============================================================================
 
-The price table's loader lives beside the table, in :mod:`mmsctl.config.prices`. The old
-module names (``mmsctl.sweep``, ``mmsctl.soak``, ...) are one-line shims onto these modules.
+The price table's loader lives beside the table, in :mod:`mmsctl.config.prices`. The script names
+run with ``python -m`` (``mmsctl.bench_compare``, ``request_costs``, ``prove_profiles``, ``two_models``,
+``onnx_latency``) and ``mmsctl.inprocess`` (the in-process child's entry point) are one-line modules
+in ``scripts/`` that run these.
 This package re-exports the names ``mmsctl.cli`` and the tests use as ``bench.NAME``.
 """
 from mmsctl.config.prices import Price, load_prices, prices_path, resolve_price  # noqa: F401

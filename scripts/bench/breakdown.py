@@ -5,7 +5,7 @@ For each server configuration at concurrency 1 the report gets one line:
 * **MMS floor**: p50 round trip of a no-op handler on the same server, same body
   (``reference_handlers/noop_service.py``, measured in the same run);
 * **preprocessing, forward, postprocessing**: p50 of each part in-process, for the
-  fastest engine of the independent limit (``mmsctl.limit``);
+  fastest engine of the independent limit (``mmsctl.bench.limit``);
 * **served p50**, and ``served / in-process best``; ``served - floor - best`` is what
   neither the floor nor the model's own work explains.
 

@@ -116,7 +116,7 @@ def _measure(forward, bodies, imaging, topk, spec, labels, k, softmax, requests,
 
 
 def child_main(argv=None):
-    """``python -m mmsctl.limit``: measure every engine; one JSON object on stdout."""
+    """``python -m mmsctl.bench.limit``: measure every engine; one JSON object on stdout."""
     parser = argparse.ArgumentParser(prog="python -m mmsctl.bench.limit")
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--input", action="append", required=True)

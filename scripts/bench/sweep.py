@@ -10,8 +10,8 @@ register the archive through the management API (``batch_size``,
 a batch size only there. With the server stopped, the archive's own handler runs
 in-process with the profile's threads. Each server (batch size 1) also times the MMS
 floor, a no-op handler registered beside the model with the same body
-(``mmsctl.reference``); after the last server, the independent limit
-(``mmsctl.limit``: MXNet fused and onnxruntime on the archive's weights, one process,
+(``mmsctl.bench.reference``); after the last server, the independent limit
+(``mmsctl.bench.limit``: MXNet fused and onnxruntime on the archive's weights, one process,
 every core) gives the report its per-request breakdown. Everything lands in one report.
 
 Cold start is measured from launching ``multi-model-server`` to the first

@@ -2,11 +2,12 @@
 import os
 import sys
 
-from .. import bench, sweep
+from .. import bench
+from ..bench import sweep
+from ..bench.limit import add_limit
+from ..bench.reference import add_floor
 from ..errors import UsageError
-from ..limit import add_limit
 from ..quickstart import bundled_image
-from ..reference import add_floor
 from .common import command
 
 

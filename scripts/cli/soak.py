@@ -1,7 +1,8 @@
 """``mmsctl soak``: full-concurrency load for a long time, with errors, latency and worker memory."""
 import sys
 
-from .. import server, soak
+from .. import server
+from ..bench import soak
 from ..management import ManagementClient
 from .common import command
 
