@@ -70,3 +70,22 @@ def end_foreground_serve(process, state_dir):
         process.wait()
     if os.path.exists(os.path.join(state_dir, server.STATE_FILE)):
         server.stop(server.ServerState.load(state_dir))
+
+
+class MxnetDeviceStandIn:
+    """The real ``mxnet`` module whose device function (``gpu`` or ``eia``, the EI build <= 1.5.1) records
+    the ordinal asked for and gives the CPU: this machine has no GPU and the EI build is not installable."""
+
+    def __init__(self, module, device):
+        self._mx = module
+        self._device = device
+        self.calls = []
+
+    def __getattr__(self, name):
+        if name == self._device:
+            return self._context
+        return getattr(self._mx, name)
+
+    def _context(self, index=0):
+        self.calls.append(index)
+        return self._mx.cpu()

@@ -32,7 +32,7 @@ from mmsctl.handlers.engine_choice import choose_engine, parse_engine_override  
 from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 from mmsctl.handlers.image_classifier import ImageClassifier  # noqa: E402
 
-from helpers import FakeContext, free_port  # noqa: E402
+from helpers import FakeContext, MxnetDeviceStandIn, free_port  # noqa: E402
 
 RELATIVE = 1e-4
 UNFUSED = {"MXNET_SUBGRAPH_BACKEND": "NONE"}
@@ -150,27 +150,12 @@ def test_fused_two_inputs_two_outputs(two_in_two_out):
     assert_same_answers(fused, unfused, inputs, [1, 2, 3, 1])
 
 
-class GPUStandIn:
-    """The real ``mxnet`` module whose ``gpu(i)`` records the ordinal and gives the CPU (no GPU here)."""
-
-    def __init__(self, module):
-        self._mx = module
-        self.gpu_calls = []
-
-    def __getattr__(self, name):
-        return getattr(self._mx, name)
-
-    def gpu(self, index=0):
-        self.gpu_calls.append(index)
-        return self._mx.cpu()
-
-
 def test_gpu_keeps_hybridize(resnet_checkpoint):
-    stand_in = GPUStandIn(mx)  # stand-in: this machine has no GPU
+    stand_in = MxnetDeviceStandIn(mx, "gpu")  # stand-in: this machine has no GPU
     on_gpu, unfused = fused_and_unfused(resnet_checkpoint, IMAGE, ["resnetv10_dense0_fwd_output"],
                                         mx_module=stand_in, gpu_id="1")
     assert (on_gpu.device.kind, on_gpu.device.index, on_gpu.preparation) == ("gpu", 1, "hybridize")
-    assert stand_in.gpu_calls[:1] == [1]
+    assert stand_in.calls[:1] == [1]
     assert_same_answers(on_gpu, unfused, IMAGE, [1, 2])
 
 

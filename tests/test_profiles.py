@@ -25,7 +25,7 @@ from mmsctl.config import profiles
 from mmsctl.handlers import devices
 from mmsctl.handlers.errors import ModelLoadFailure
 
-from helpers import free_port
+from helpers import MxnetDeviceStandIn, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -242,21 +242,6 @@ def test_device_problem(name, facts, problem):
 #   * EI builds from 1.7: ``import eimx`` registers the "EIA" subgraph backend for
 #     ``net.optimize_for(x, backend="EIA")``. The stand-in is a module named eimx
 #     on sys.path whose import makes backend "EIA" record the call and hybridize.
-class EI151StandIn:
-    """The real ``mxnet`` module plus ``eia(i)`` (a stand-in for the EI build <= 1.5.1)."""
-
-    def __init__(self, mx):
-        self._mx = mx
-        self.eia_calls = []
-
-    def __getattr__(self, name):
-        return getattr(self._mx, name)
-
-    def eia(self, index=0):
-        self.eia_calls.append(index)
-        return self._mx.cpu()
-
-
 EIMX_STAND_IN = '''"""STAND-IN for AWS's eimx (EI builds of MXNet 1.7+), which cannot be installed any more.
 
 The real package registers the "EIA" subgraph backend on import; this one makes
@@ -332,12 +317,12 @@ def test_engine_on_cpu_without_ei(tiny_model):
 def test_engine_ei_up_to_151_binds_to_mx_eia_and_keeps_inputs_on_cpu(tiny_model):
     import mxnet as mx
     _, expected = run_engine(tiny_model, environ={})
-    stand_in = EI151StandIn(mx)  # stand-in: the EI build is not installable (AWS closed EI in 2023)
+    stand_in = MxnetDeviceStandIn(mx, "eia")  # stand-in: the EI build is not installable (AWS closed EI in 2023)
     engine, scores = run_engine(tiny_model, mx=stand_in, environ={"MMSCTL_REQUIRE_DEVICE": "eia",
                                                                   "EI_VISIBLE_DEVICES": "2"})
     assert (engine.device.kind, engine.device.index, engine.device.api) == ("eia", 0, "eia")
     assert engine.preparation == "hybridize"  # bound to mx.eia(0), not fused for the CPU
-    assert stand_in.eia_calls == [0]  # accelerator 2 is the one visible: ordinal 0 inside the process
+    assert stand_in.calls == [0]  # accelerator 2 is the one visible: ordinal 0 inside the process
     assert "accelerator 2 of EI_VISIBLE_DEVICES" in engine.device.reason
     assert str(engine.data_context) == "cpu(0)"
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
