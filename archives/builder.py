@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from mmsctl import __version__
+from mmsctl.errors import MmsctlError
 from mmsctl.files import read_regular, regular_files
 from mmsctl.handlers.contract import HANDLER_PACKAGE, SIGNATURE_FILE
 
@@ -187,6 +188,17 @@ def created_on(environ=None):
     except (ValueError, OverflowError, OSError):
         raise InvalidInput("SOURCE_DATE_EPOCH=%r is not a number of seconds since 1970" % epoch)
     return moment.strftime("%d/%m/%Y %H:%M:%S")
+
+
+def has_current_handlers(archive):
+    """Whether ``archive`` carries this mmsctl's handler code; False for an archive built by another
+    version (whoever reuses an archive rebuilds it then) or for a file that is not a readable archive."""
+    try:
+        with mar.open_mar(archive) as opened:
+            names = set(opened.namelist())
+            return all(name in names and opened.read(name) == body for name, body in handler_sources().items())
+    except (MmsctlError, OSError):
+        return False
 
 
 def manifest(name, task, engine_name, engine_version=None, description=None, environ=None):

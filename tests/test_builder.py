@@ -216,3 +216,19 @@ def test_cli_inspect_of_a_non_archive(tmp_path, capsys):
     junk.write_text("hello")
     assert cli.main(["archive", "inspect", str(junk)]) == 1
     assert "is not a .mar (zip) archive" in capsys.readouterr().err
+
+
+def test_has_current_handlers_tells_a_stale_archive(config, tmp_path):
+    path = mxnet_checkpoint.build(config())
+    assert builder.has_current_handlers(path)
+    stale = str(tmp_path / "stale.mar")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(stale, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "%s/base.py" % builder.HANDLER_PACKAGE:
+                body += b"# an older handler\n"
+            target.writestr(info, body)
+    assert not builder.has_current_handlers(stale)
+    (tmp_path / "not.mar").write_text("not an archive")
+    assert not builder.has_current_handlers(str(tmp_path / "not.mar"))
+    assert not builder.has_current_handlers(str(tmp_path / "missing.mar"))

@@ -29,7 +29,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from mmsctl.archives import mxnet_checkpoint
+from mmsctl.archives import builder, mxnet_checkpoint
 from mmsctl.config import profiles
 
 from mmsctl import server
@@ -64,13 +64,13 @@ def prepare(out, layers, message):
     store = os.path.join(out, "store")
     os.makedirs(store, exist_ok=True)
     default = os.path.join(store, DEFAULT_MODEL + ".mar")
-    if not os.path.isfile(default):
+    if not builder.has_current_handlers(default):  # absent, or built with other handler code
         message("building %s" % default)
-        mxnet_checkpoint.build_efficientnet_lite0(store)
+        mxnet_checkpoint.build_efficientnet_lite0(store, force=True)
     resnet = "resnet-%d" % layers
-    if not os.path.isfile(os.path.join(store, resnet + ".mar")):
+    if not builder.has_current_handlers(os.path.join(store, resnet + ".mar")):
         message("building %s (random weights, seed 0, with its ONNX export)" % resnet)
-        build_random_resnet(store, layers=layers, name=resnet, seed=0)
+        build_random_resnet(store, layers=layers, name=resnet, seed=0, force=True)
     docs, how = reference.build_docs_archive(os.path.join(store, resnet + ".mar"), store, resnet + "-docs")
     message("docs-style handler archive %s, packed by %s" % (docs, how))
     images = {"chelsea.png": bundled_image(), "camera-1280x960.jpg": os.path.join(out, "camera-1280x960.jpg")}
