@@ -2,8 +2,14 @@
 
 Fixtures live in conftest.py; plain functions and classes the test modules import live here.
 """
+import glob
+import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
 import random
 import socket
 
@@ -89,3 +95,33 @@ class MxnetDeviceStandIn:
     def _context(self, index=0):
         self.calls.append(index)
         return self._mx.cpu()
+
+
+def cached_venv(name, installs, timeout=1200):
+    """The python of a virtualenv made by pip-installing ``installs`` (a list of pip argument lists, run in
+    order), kept under mmsctl's cache folder and made again only when the arguments, the requirement files
+    they name or this Python change. A half-made one (no ``.pins`` file) is never reused."""
+    from mmsctl.files import cache_dir
+
+    digest = hashlib.sha256((sys.version + json.dumps(installs)).encode())
+    for args in installs:
+        for arg in args:
+            if arg.endswith(".txt") and os.path.isfile(arg):
+                with open(arg, "rb") as handle:
+                    digest.update(handle.read())
+    key = digest.hexdigest()[:16]
+    venv = os.path.join(cache_dir(), "test-venvs", "%s-%s" % (name, key))
+    python = os.path.join(venv, "bin", "python")
+    if os.path.isfile(os.path.join(venv, ".pins")):
+        return python
+    for old in glob.glob(os.path.join(cache_dir(), "test-venvs", name + "-*")):  # other pins, or half-made
+        shutil.rmtree(old, ignore_errors=True)
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for args in installs:
+        done = subprocess.run(pip + list(args), capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, "pip install %s: %s" % (" ".join(args), (done.stdout + done.stderr)[-2000:])
+    with open(os.path.join(venv, ".pins"), "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return python

@@ -31,7 +31,7 @@ from mmsctl.handlers.errors import ModelLoadFailure  # noqa: E402
 from mmsctl.handlers.tensor_model import TensorModel  # noqa: E402
 from mmsctl.management import ManagementClient  # noqa: E402
 
-from helpers import FakeContext, free_port  # noqa: E402
+from helpers import FakeContext, cached_venv, free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4
@@ -445,18 +445,12 @@ def test_server_side_batches_are_split_back(onnx_server, onnx_files):
 
 # -- an environment without MXNet ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def plain_venv(tmp_path_factory):
+def plain_venv():
     """A venv with stock multi-model-server, numpy, Pillow and onnxruntime: no MXNet."""
-    venv = str(tmp_path_factory.mktemp("no-mxnet") / "venv")
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
-    python = os.path.join(venv, "bin", "python")
-    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    constraints = os.path.join(ROOT, "requirements", "runtime.txt")
-    subprocess.run(pip + ["-c", constraints, "multi-model-server", "numpy", "Pillow", "psutil"], check=True,
-                   timeout=600)
-    subprocess.run(pip + ["--no-deps", "-r", os.path.join(ROOT, "requirements", "onnxruntime.txt")], check=True,
-                   timeout=600)
-    return python
+    requirements = os.path.join(ROOT, "requirements")
+    return cached_venv("no-mxnet", [["-c", os.path.join(requirements, "runtime.txt"), "multi-model-server", "numpy",
+                                     "Pillow", "psutil"],
+                                    ["--no-deps", "-r", os.path.join(requirements, "onnxruntime.txt")]])
 
 
 def start_plain_mms(python, store, models, state_dir):

@@ -26,7 +26,8 @@ import pytest
 import requests
 from PIL import Image
 
-from mmsctl import cli, processes, server, store
+from mmsctl import cli, processes, server
+from mmsctl.store import UNPACKED_DIR
 from mmsctl.archives import mar
 from mmsctl.management import ManagementClient
 
@@ -458,7 +459,7 @@ def test_twin_archives_share_a_folder_but_serve_is_immune(servers, store):
     """
     state = servers.start(store, {MODEL: "resnet18.mar"})
     served_dir = _model_dir(state, MODEL)
-    assert store.UNPACKED_DIR in served_dir and os.path.isdir(served_dir)
+    assert UNPACKED_DIR in served_dir and os.path.isdir(served_dir)
     assert requests.post(predict_url(state), data=JPEG, timeout=CLIENT_TIMEOUT).status_code == 200
     client = ManagementClient(state.management_url)
     client.register("resnet18.mar", name="resnet18-twin-a", workers=1)

@@ -7,14 +7,13 @@ import concurrent.futures
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import requests
 
 from mmsctl.management import ManagementClient
 
-from helpers import free_port
+from helpers import cached_venv, free_port
 
 CAT_CLASSES = {"n02123045 tabby, tabby cat", "n02123159 tiger cat", "n02124075 Egyptian cat"}
 
@@ -100,13 +99,8 @@ STOCK_PACKAGES = ["multi-model-server==1.1.11", "mxnet==1.9.1", "numpy==1.23.5",
 
 
 @pytest.fixture(scope="module")
-def stock_python(tmp_path_factory):
-    venv = tmp_path_factory.mktemp("stock-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-                             + STOCK_PACKAGES, capture_output=True, text=True)
-    assert install.returncode == 0, install.stdout + install.stderr
+def stock_python():
+    python = cached_venv("stock-mms", [STOCK_PACKAGES])
     probe = subprocess.run([python, "-c", "import mmsctl"], capture_output=True)
     assert probe.returncode != 0, "the stock environment must not contain mmsctl"
     return python

@@ -7,13 +7,8 @@ unchanged. One TorchServe and one MMS serve the same archives side by side; ever
 compared between them.
 """
 import dataclasses
-import glob
-import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -24,10 +19,9 @@ from mmsctl import cli, server, torchserve
 from mmsctl.archives import builder, mar, mxnet_checkpoint
 from mmsctl.config import profiles
 from mmsctl.errors import ServerError
-from mmsctl.files import cache_dir
 from mmsctl.management import ManagementClient
 
-from helpers import REPO, free_port
+from helpers import REPO, cached_venv, free_port
 
 REQUIREMENTS = [os.path.join(REPO, "requirements", name) for name in ("torchserve.txt", "onnxruntime.txt")]
 MODELS = {"eff-ort": "eff-ort.mar", "eff-mx": "eff-mx.mar", "tensor": "tensor.mar"}
@@ -82,33 +76,10 @@ def test_torchserve_launcher_must_exist(tmp_path):
 
 
 # -- the TorchServe environment --------------------------------------------------------------------------
-def pins_key():
-    digest = hashlib.sha256(sys.version.encode())
-    for path in REQUIREMENTS:
-        with open(path, "rb") as handle:
-            digest.update(handle.read())
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
 def torchserve_python():
-    """TorchServe's virtualenv, made once per set of pins (a half-made one is never reused)."""
-    key = pins_key()
-    venv = os.path.join(cache_dir(), "torchserve-venv-" + key)
-    python = os.path.join(venv, "bin", "python")
-    if os.path.isfile(os.path.join(venv, ".pins")):
-        return python
-    for old in glob.glob(os.path.join(cache_dir(), "torchserve-venv-*")):  # older pins, or a half-made one
-        shutil.rmtree(old, ignore_errors=True)
-    os.makedirs(os.path.dirname(venv), exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    for extra in (["-r", REQUIREMENTS[0]], ["--no-deps", "-r", REQUIREMENTS[1]]):
-        done = subprocess.run(pip + extra, capture_output=True, text=True, timeout=1200)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    with open(os.path.join(venv, ".pins"), "w", encoding="utf-8") as handle:
-        handle.write(key + "\n")
-    return python
+    """TorchServe's virtualenv, made once per set of pins."""
+    return cached_venv("torchserve", [["-r", REQUIREMENTS[0]], ["--no-deps", "-r", REQUIREMENTS[1]]])
 
 
 # -- one TorchServe and one MMS, the same archives ----------------------------------------------------------
