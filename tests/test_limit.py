@@ -269,3 +269,13 @@ def test_limit_of_single_engine_archives(resnet_checkpoint, cat_photo, tmp_path)
     assert only_ort["engines"]["mxnet"] == {"available": False, "why": "UsageError: the archive has no MXNet "
                                                                       "checkpoint (onnxruntime-only archive)"}
     assert only_ort["best"][key] == "onnxruntime"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name, workers, threads", [("cpu-latency", 1, 2), ("cpu-throughput", 2, 1)])
+def test_the_comparison_plans_each_model_as_if_alone(tmp_path, name, workers, threads):
+    """One model is busy at a time there, so each gets every core, like the in-process limit."""
+    profile = bench_compare._profile(name, str(tmp_path), 2, {"a": "a.mar", "b": "b.mar", "c": "c.mar"})
+    assert [(step.name, step.workers, step.threads) for step in profile.plan] == [
+        (model, workers, threads) for model in "abc"]
+    assert profile.environment["MMSCTL_THREADS"] == "a=%d,b=%d,c=%d" % (threads, threads, threads)

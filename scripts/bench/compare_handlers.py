@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,7 @@ from mmsctl.config import profiles
 from mmsctl import server
 from mmsctl.errors import MmsctlError
 from mmsctl.files import read_regular
+from mmsctl.handlers.contract import THREADS_ENV
 from mmsctl.quickstart import bundled_image
 
 from .breakdown import best_engine
@@ -105,14 +107,25 @@ def top1(answer):
         return None
 
 
-def _profile(name, store, vcpus, workers=None):
-    return profiles.build_profile(name, vcpus=vcpus, model_store=store, inference_port=free_port(),
-                                  management_port=free_port(), workers=workers)
+def _profile(name, store, vcpus, models, workers=None):
+    """The profile with every model planned as if it were alone on the machine.
+
+    The comparison loads one model at a time (interleaved requests at concurrency 1, then one saturated
+    model after the other), so each may use every core, as the in-process limit does; a server whose
+    models are all busy at once keeps the one core budget (``mmsctl serve``, issue 15).
+    """
+    profile = profiles.build_profile(name, vcpus=vcpus, model_store=store, inference_port=free_port(),
+                                     management_port=free_port(), workers=workers)
+    plan = tuple(step for model in models
+                 for step in profiles.plan_models(profile, [profiles.ModelRequest(model)])[0].plan)
+    environment = dict(profile.environment, OMP_NUM_THREADS=str(min(step.threads for step in plan)))
+    environment[THREADS_ENV] = ",".join("%s=%d" % (step.name, step.threads) for step in plan)
+    return replace(profile, plan=plan, environment=environment)
 
 
 def throughput(store, models, images, requests, vcpus, out, message):
     """Saturated requests/s of each (model, image) on a cpu-throughput server (2 x workers clients)."""
-    profile = _profile("cpu-throughput", store, vcpus)
+    profile = _profile("cpu-throughput", store, vcpus, models)
     message("cpu-throughput server: %d workers x %d thread" % (profile.workers, profile.omp_threads))
     state = server.start(profile, os.path.join(out, "servers", "cpu-throughput"), models, ready_timeout=600)
     results = {}
@@ -140,7 +153,7 @@ def run(args, message):
     started = time.time()
     store, models, images, packed_by = prepare(out, args.layers, message)
     resnet = "resnet-%d" % args.layers
-    profile = _profile("cpu-latency", store, args.vcpus)
+    profile = _profile("cpu-latency", store, args.vcpus, models)
     message("cpu-latency server: %d worker x %d threads, models %s" % (profile.workers, profile.omp_threads,
                                                                       ", ".join(models)))
     state = server.start(profile, os.path.join(out, "servers", "cpu-latency"), models, ready_timeout=600)
