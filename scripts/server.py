@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Dict
 
 import requests
@@ -409,8 +409,3 @@ def _signal_group(process, sig):
 def _restore(handlers):
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
-
-
-def with_ports(profile, inference_port, management_port, inference_host="127.0.0.1"):
-    return replace(profile, inference_address="http://%s:%d" % (inference_host, inference_port),
-                   management_address="http://127.0.0.1:%d" % management_port)
