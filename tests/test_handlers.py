@@ -333,3 +333,66 @@ def test_draft_gives_the_same_top5_as_a_full_decode(efficientnet, name, size, ag
         float(np.abs(probabilities[0] - probabilities[1]).max())))
     assert classes[0][:agree] == classes[1][:agree]
     assert (classes[0] == classes[1]) == (agree == 5), "the known near tie is gone: update PHOTOS"
+
+
+# -- OpenCV decoding and the crop-only resize --------------------------------------------------------
+GRADIENT = Image.fromarray(np.add.outer(np.arange(300), np.arange(451)).astype(np.uint8)[..., None].repeat(3, 2)
+                           * np.array([1, 2, 3], dtype=np.uint8))
+
+
+@pytest.mark.parametrize("payload", [
+    encode(GRADIENT, "JPEG"), encode(GRADIENT, "PNG"), encode(GRADIENT.convert("L"), "JPEG"),
+    encode(GRADIENT.convert("L"), "PNG"), encode(GRADIENT.convert("RGBA"), "PNG"),
+    encode(GRADIENT.resize((1280, 960)), "JPEG"),
+], ids=["jpeg", "png", "grey-jpeg", "grey-png", "rgba-png", "large-jpeg"])
+def test_opencv_decodes_the_pixels_pillow_decodes(payload):
+    assert imaging.opencv() is not None, "opencv-python-headless is in requirements/runtime.txt"
+    for min_size in (None, (256, 256)):
+        with_cv = imaging.decode_image(payload, min_size=min_size)
+        without = imaging.decode_image(payload, min_size=min_size, use_opencv=False)
+        assert with_cv.size == without.size and with_cv.mode == without.mode == "RGB"
+        assert np.array_equal(np.asarray(with_cv), np.asarray(without))
+
+
+def test_opencv_leaves_what_it_would_convert_differently_to_pillow():
+    cv2 = imaging.opencv()
+    for image, fmt in ((RGB.convert("CMYK"), "JPEG"), (RGB.convert("P"), "GIF"), (RGB, "BMP"), (RGB.convert("P"), "PNG")):
+        payload = encode(image, fmt)
+        assert imaging.decode_with_opencv(cv2, payload, Image.open(io.BytesIO(payload)), None) is None, fmt
+
+
+@pytest.mark.parametrize("size", [(451, 300), (300, 451), (640, 480), (257, 256), (1000, 260)])
+def test_crop_only_resize_equals_resize_then_crop(size):
+    image = GRADIENT.resize(size, Image.Resampling.BICUBIC)
+    for resample in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR):
+        whole = imaging.center_crop(imaging.resize_shorter(image, 256, resample), 224, 224)
+        crop = imaging.resize_and_crop(image, 256, 224, 224, resample)
+        diff = np.abs(np.asarray(whole, dtype=int) - np.asarray(crop, dtype=int))
+        assert crop.size == whole.size == (224, 224) and diff.max() <= 1, (size, resample, diff.max())
+
+
+def previous_preprocess(payload, spec):
+    """The pipeline before OpenCV and the crop-only resize: Pillow draft, whole resize, then crop."""
+    image = imaging.decode_image(payload, min_size=imaging.draft_size(spec), use_opencv=False)
+    resample = imaging.RESAMPLING[spec["interpolation"]]
+    image = imaging.center_crop(imaging.resize_shorter(image, spec["resize"], resample), spec["height"], spec["width"])
+    return imaging.to_array(image, dict(spec, resize=0))
+
+
+@pytest.mark.parametrize("name, size", [("chelsea.png", None)] + [(name, size) for name, size, _ in PHOTOS]
+                         + [("astronaut.png", None), ("motorcycle_left.png", None)])
+def test_fast_decoding_keeps_the_top5(efficientnet, name, size):
+    if size is None and name.endswith(".png"):
+        with open(skimage_photo(name), "rb") as handle:
+            body = handle.read()
+    else:
+        body = jpeg_photo(skimage_photo(name), size)
+    spec = efficientnet.spec
+    assert spec["resize"] and spec["interpolation"] == "bicubic"
+    before, after = previous_preprocess(body, spec), imaging.preprocess(body, spec)
+    outputs = efficientnet.engine.forward([{efficientnet.input_name: before}, {efficientnet.input_name: after}])
+    classes = [[a["class"] for a in efficientnet.postprocess(out)] for out in outputs]
+    probabilities = [np.asarray(out[efficientnet.output_name]).reshape(-1) for out in outputs]
+    print("%s: probabilities differ by up to %.5f; pixels (normalised) by up to %.4f" % (
+        name, float(np.abs(probabilities[0] - probabilities[1]).max()), float(np.abs(before - after).max())))
+    assert classes[0] == classes[1]
