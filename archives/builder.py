@@ -60,6 +60,8 @@ class ImageOptions:
     topk: int = 5
     force: bool = False
     description: Optional[str] = None
+    #: ``quantize.QuantizeOptions`` for an int8 archive (``--quantize int8``), None for fp32.
+    quantize: Optional[object] = None
 
 
 def check_name(name):

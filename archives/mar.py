@@ -189,6 +189,29 @@ def model_line(signature):
     return "%s, %s" % (kind, batching.describe(signature.get("batching")))
 
 
+def quantization_lines(signature):
+    """The int8 record of a ``--quantize`` archive, for ``archive inspect`` (``fp32`` when none).
+
+    >>> quantization_lines({})
+    ['fp32 (not quantized)']
+    >>> quantization_lines({"quantization": {"method": "int8 static QDQ", "top1_agreement": 0.883,
+    ...     "top5_overlap": 4.45, "min_agreement": 0.85, "calibration": {"inputs": 5, "source": "photos"},
+    ...     "validation": {"inputs": 120, "source": "views"}, "fp32_sha256": "ab" * 32}})[1]
+    'top-1 agreement with fp32 0.883 (minimum 0.85), mean top-5 overlap 4.45'
+    """
+    record = (signature or {}).get("quantization")
+    if not record:
+        return ["fp32 (not quantized)"]
+    lines = [record.get("method", "?"),
+             "top-1 agreement with fp32 %s (minimum %s), mean top-5 overlap %s"
+             % (record.get("top1_agreement"), record.get("min_agreement"), record.get("top5_overlap"))]
+    for part in ("calibration", "validation"):
+        entry = record.get(part) or {}
+        lines.append("%s: %s inputs, %s" % (part, entry.get("inputs", "?"), entry.get("source", "?")))
+    lines.append("fp32 model sha256 %s" % record.get("fp32_sha256", "?"))
+    return lines
+
+
 def extract(path, dest):
     """Unpack an archive into ``dest`` after checking that no entry escapes it."""
     root = os.path.realpath(dest)

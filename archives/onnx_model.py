@@ -18,6 +18,7 @@ for ``mmsctl archive resnet --engine onnxruntime``.
 """
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from mmsctl.files import read_regular
 from . import batching, builder
 from .onnx_signature import NUMPY_TYPES, onnx_module, opsets, read_signature, tensor_spec
 from .errors import InvalidInput
+
+logger = logging.getLogger(__name__)
 
 ENGINES = ("onnxruntime", "mxnet")
 MODEL_FILE = "model.onnx"
@@ -400,14 +403,24 @@ def _produced_by_softmax(model, output_name):
     return any(node.op_type == "Softmax" and output_name in node.output for node in model.graph.node)
 
 
-def build(config):
-    """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path."""
+def build(config, note=None):
+    """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path.
+
+    ``note(line)`` hears the int8 gate's figures (``--quantize``; the default logs them)."""
     builder.check_name(config.name)
     path = builder.output_path(config.export_path, config.name, config.force)
     if config.engine not in ENGINES:
         raise InvalidInput("--engine %r: choose one of %s" % (config.engine, ", ".join(ENGINES)))
     if config.topk < 1:
         raise InvalidInput("--topk must be at least 1")
+    if config.quantize is not None:
+        if not config.synset:
+            raise InvalidInput("--quantize int8 takes image classifiers (--synset), calibrated through their "
+                               "preprocessing; a tensor model has none: quantize it with onnxruntime.quantization "
+                               "and archive the int8 .onnx as it is")
+        if config.engine != "onnxruntime":
+            raise InvalidInput("--quantize int8 makes an onnxruntime archive: leave out --engine mxnet")
+        config.quantize.check()
     for given, option in ((config.model, "--model"), (config.synset, "--synset")):
         if given:
             builder.check_inside_folder(given, option)
@@ -448,4 +461,8 @@ def build(config):
                                     engine)
     else:
         signature = tensor_signature(inputs, outputs, engine, batched)
+    if config.quantize is not None:
+        from . import quantize
+        (note or logger.info)("%s: int8 accepted: %s" % (config.name, quantize.quantize_archive(
+            signature, files, MODEL_FILE, config.quantize, config.name)))
     return builder.assemble(path, config.name, signature, files, force=config.force, description=config.description)

@@ -1,9 +1,20 @@
 """``mmsctl archive resnet | efficientnet-lite0 | onnx | inspect``: build and read ``.mar`` archives."""
 import json
 
-from mmsctl.archives import builder, mar, mxnet_checkpoint, onnx_model
+from mmsctl.archives import builder, mar, mxnet_checkpoint, onnx_model, quantize
 
 from .common import command, floats, note, print_json
+
+
+def quantize_options(args):
+    """``quantize.QuantizeOptions`` from --quantize and its options, or None for an fp32 archive."""
+    if args.quantize is None:
+        for option, given in (("--calibration", args.calibration), ("--validation", args.validation)):
+            if given is not None:
+                raise SystemExit("mmsctl: error: %s applies to --quantize int8 only" % option)
+        return None
+    return quantize.QuantizeOptions(method=args.quantize, calibration=args.calibration, validation=args.validation,
+                                    min_agreement=args.min_agreement)
 
 
 def cmd_archive_resnet(args):
@@ -11,13 +22,13 @@ def cmd_archive_resnet(args):
         name=args.name, symbol=args.symbol, params=args.params, synset=args.synset, export_path=args.export_path,
         input_shape=builder.parse_shape(args.input_shape), preprocess=args.preprocess, resize=args.resize,
         mean=args.mean, std=args.std, channel_order=args.channel_order, interpolation=args.interpolation,
-        topk=args.topk, force=args.force, engine=args.engine)
+        topk=args.topk, force=args.force, engine=args.engine, quantize=quantize_options(args))
     print(mxnet_checkpoint.build(config, note=note))
 
 
 def cmd_archive_efficientnet(args):
     print(mxnet_checkpoint.build_efficientnet_lite0(args.export_path, name=args.name, force=args.force,
-                                                    engine=args.engine, note=note))
+                                                    engine=args.engine, note=note, quantize=quantize_options(args)))
 
 
 def cmd_archive_onnx(args):
@@ -25,8 +36,8 @@ def cmd_archive_onnx(args):
         name=args.name, model=args.model, synset=args.synset, engine=args.engine, export_path=args.export_path,
         input_shape=builder.parse_shape(args.input_shape) if args.input_shape else None, preprocess=args.preprocess,
         resize=args.resize, mean=args.mean, std=args.std, channel_order=args.channel_order,
-        interpolation=args.interpolation, topk=args.topk, force=args.force)
-    print(onnx_model.build(config))
+        interpolation=args.interpolation, topk=args.topk, force=args.force, quantize=quantize_options(args))
+    print(onnx_model.build(config, note=note))
 
 
 def cmd_archive_inspect(args):
@@ -43,6 +54,9 @@ def cmd_archive_inspect(args):
         print("  " + line)
     print("engines (the worker's preference order):")
     for line in mar.engine_lines(info["signature"]):
+        print("  " + line)
+    print("quantization:")
+    for line in mar.quantization_lines(info["signature"]):
         print("  " + line)
     print("entries:")
     for entry in info["entries"]:
@@ -62,6 +76,24 @@ def _add_image_options(parser):
     parser.add_argument("--topk", type=int, default=5, help="classes in each answer (default 5)")
 
 
+def _add_quantize_options(parser):
+    """--quantize and the options of its accuracy gate (every image-classifier archive kind)."""
+    group = parser.add_argument_group("int8 (--quantize int8: onnxruntime only, behind an accuracy gate)")
+    group.add_argument("--quantize", choices=list(quantize.METHODS),
+                       help="int8: static quantization (per-channel int8 weights, uint8 activations) of the ONNX "
+                            "model, calibrated through the archive's own preprocessing; refused when it disagrees "
+                            "with fp32 too often (see --min-agreement)")
+    group.add_argument("--calibration", metavar="DIR",
+                       help="calibration photos, like those it will serve (default: scikit-image's 5 colour photos)")
+    group.add_argument("--validation", metavar="DIR",
+                       help="photos for the gate, none of them calibration photos, at least %d (default: %d "
+                            "augmented views of scikit-image's photos)" % (quantize.MIN_VALIDATION,
+                                                                             quantize.VALIDATION_VIEWS))
+    group.add_argument("--min-agreement", type=float, default=quantize.DEFAULT_MIN_AGREEMENT, metavar="FRACTION",
+                       help="smallest share of validation inputs on which int8 must give fp32's top-1 class "
+                            "(default %s)" % quantize.DEFAULT_MIN_AGREEMENT)
+
+
 def add_commands(sub):
     archive = command(sub, "archive", "build and inspect .mar archives",
                       "mmsctl archive efficientnet-lite0 --export-path model_store")
@@ -79,6 +111,7 @@ def add_commands(sub):
     resnet.add_argument("--input-shape", default="1,3,224,224",
                         help="N,C,H,W; N is the batch the handler runs at once (default 1,3,224,224)")
     _add_image_options(resnet)
+    _add_quantize_options(resnet)
     resnet.add_argument("--force", action="store_true", help="overwrite an existing archive")
     resnet.add_argument("--engine", default="auto", choices=["auto", "mxnet", "onnxruntime"],
                         help="auto (default): the checkpoint and its ONNX export (checked to answer alike within "
@@ -88,12 +121,15 @@ def add_commands(sub):
 
     eff = command(kinds, "efficientnet-lite0",
                   "the default archive: EfficientNet-Lite0 with real ImageNet weights (offline)",
-                  "mmsctl archive efficientnet-lite0 --export-path model_store")
+                  "mmsctl archive efficientnet-lite0 --export-path model_store\n"
+                  "mmsctl archive efficientnet-lite0 --name efficientnet-lite0-int8 --quantize int8 "
+                  "--export-path model_store")
     eff.add_argument("--export-path", default=".", help="folder the archive is written to (default: .)")
     eff.add_argument("--name", default="efficientnet-lite0", help="model name (default efficientnet-lite0)")
     eff.add_argument("--force", action="store_true", help="overwrite an existing archive")
     eff.add_argument("--engine", default="auto", choices=["auto", "mxnet", "onnxruntime"],
                      help="auto (default): MXNet checkpoint and ONNX export, the worker picks; or only one of them")
+    _add_quantize_options(eff)
     eff.set_defaults(func=cmd_archive_efficientnet)
 
     onnx = command(kinds, "onnx",
@@ -115,6 +151,7 @@ def add_commands(sub):
     image = onnx.add_argument_group("image classifiers (with --synset)")
     image.add_argument("--input-shape", help="N,3,H,W where the model leaves H and W open (default: the model's)")
     _add_image_options(image)
+    _add_quantize_options(onnx)
     onnx.set_defaults(func=cmd_archive_onnx)
 
     inspect = command(kinds, "inspect", "print an archive's manifest, entries and sizes",
