@@ -162,3 +162,38 @@ def test_int8_worker_logs_its_engine(int8_server):
     logs = "".join(open(os.path.join(log_dir, name), errors="replace").read()
                    for name in os.listdir(log_dir) if name.endswith(".log"))
     assert "model int8 runs on onnxruntime" in logs, logs[-2000:]
+
+
+def calibration_folder(path, names):
+    path.mkdir()
+    for name in names:
+        shutil.copy(skimage_photo(name), path / name)
+    return str(path)
+
+
+def test_onnx_image_classifier_quantizes_with_a_calibration_folder(int8_store, tmp_path):
+    """`archive onnx --synset ... --quantize int8 --calibration DIR`, on the default model's own ONNX export."""
+    folder = mar.extract(os.path.join(int8_store, "efficientnet-lite0.mar"), str(tmp_path / "fp32"))
+    calibration = calibration_folder(tmp_path / "calibration", quantize.CALIBRATION_PHOTOS[:3])
+    result = mmsctl("archive", "onnx", "--name", "eff-onnx-int8", "--model", os.path.join(folder, "model.onnx"),
+                    "--synset", os.path.join(folder, "synset.txt"), "--preprocess", "efficientnet",
+                    "--interpolation", "bicubic", "--quantize", "int8", "--calibration", calibration,
+                    "--export-path", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    record = mar.describe(os.path.join(tmp_path, "eff-onnx-int8.mar"))["signature"]["quantization"]
+    assert record["calibration"] == {"inputs": 3, "source": "3 images in %s" % calibration}
+    assert record["top1_agreement"] >= quantize.DEFAULT_MIN_AGREEMENT
+
+
+def test_resnet_checkpoint_quantizes_through_its_onnx_export(resnet_checkpoint, tmp_path):
+    """`archive resnet ... --quantize int8`: the export, quantized (random weights: the gate is lowered)."""
+    calibration = calibration_folder(tmp_path / "calibration", quantize.CALIBRATION_PHOTOS)
+    result = mmsctl("archive", "resnet", "--name", "r18-int8", "--symbol", resnet_checkpoint["symbol"],
+                    "--params", resnet_checkpoint["params"], "--synset", resnet_checkpoint["synset"],
+                    "--quantize", "int8", "--calibration", calibration, "--min-agreement", "0",
+                    "--export-path", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    info = mar.describe(os.path.join(tmp_path, "r18-int8.mar"))
+    assert [info["signature"]["engine"]["name"]] == ["onnxruntime"] and "engines" not in info["signature"]
+    assert info["signature"]["quantization"]["min_agreement"] == 0
+    assert "r18-int8: int8 accepted: top-1 agreement with fp32" in result.stderr
