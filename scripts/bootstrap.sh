@@ -20,7 +20,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${PIP[@]}" -r requirements/runtime.txt -r requirements/test.txt
+"${PIP[@]}" -r requirements/runtime.txt -r requirements/test.txt -r requirements/docs.txt
 # onnxruntime separately and --no-deps: it must never move numpy off 1.23.5 (requirements/onnxruntime.txt).
 "${PIP[@]}" --no-deps -r requirements/onnxruntime.txt
 "${PIP[@]}" --no-deps -e .
