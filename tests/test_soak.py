@@ -80,6 +80,7 @@ def soak_server(servers, model_store):
     return servers.start(model_store, {"efficientnet-lite0": "efficientnet-lite0.mar"})
 
 
+@pytest.mark.slow  # 60 s of load
 def test_sixty_second_soak_has_no_error_and_no_memory_growth(soak_server, cat_photo, tmp_path, capsys):
     out = tmp_path / "soak.json"
     code = cli.main(["soak", "--state-dir", soak_server.state_dir, "--model", "efficientnet-lite0",
