@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything mmsctl needs on a fresh Debian/Ubuntu machine:
 # Java 17 (MMS's frontend) if `java` is missing, a Python 3.11 venv in .venv with
-# the pinned wheels, and mmsctl itself (editable). Safe to run again.
+# the pinned wheels (runtime, tests, and the documentation site's mkdocs), and mmsctl itself (editable).
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${MMSCTL_VENV:-.venv}"

@@ -3,7 +3,7 @@ on the default model (efficientnet-lite0) in a real server, through ``mmsctl soa
 
 The 60-second run fails on any failed request, on a worker restart, or on worker
 RSS growing more than 100 MiB or 20% from the first interval after warm-up to the
-last. ``mmsctl soak --duration 600`` is the 10-minute version (not run here).
+last. ``mmsctl soak --model M --input FILE --duration 600`` is the 10-minute version (not run here).
 """
 import json
 import re
