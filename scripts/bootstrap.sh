@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything mmsctl needs on a fresh Debian/Ubuntu machine:
 # Java 17 (MMS's frontend) if `java` is missing, a Python 3.11 venv in .venv with
-# the pinned wheels, and mmsctl itself (editable). Safe to run again.
+# the pinned wheels (runtime, tests, and the documentation site's mkdocs), and mmsctl itself (editable).
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${MMSCTL_VENV:-.venv}"
@@ -20,7 +21,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-"${PIP[@]}" -r requirements/runtime.txt -r requirements/test.txt
+"${PIP[@]}" -r requirements/runtime.txt -r requirements/test.txt -r requirements/docs.txt
 # onnxruntime separately and --no-deps: it must never move numpy off 1.23.5 (requirements/onnxruntime.txt).
 "${PIP[@]}" --no-deps -r requirements/onnxruntime.txt
 "${PIP[@]}" --no-deps -e .

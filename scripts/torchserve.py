@@ -59,7 +59,7 @@ def launcher(environ=None):
     here = os.path.join(os.path.dirname(sys.executable), LAUNCHER)
     found = here if os.path.exists(here) else shutil.which(LAUNCHER, path=environ.get("PATH"))
     if not found:
-        raise ServerError("torchserve is not installed: make its environment (README, \"Moving to TorchServe\") "
+        raise ServerError("torchserve is not installed: make its environment (docs/torchserve.md) "
                           "and set %s to its folder" % LAUNCHER_ENV)
     return found
 

@@ -13,14 +13,14 @@ import pytest
 from mmsctl import server
 from mmsctl.config import profiles
 
-from helpers import free_port, skimage_photo
+from helpers import INSTALL_TEST_TIMEOUT_S, free_port, skimage_photo
 
 #: Every test has at least one kind; ``pytest -m unit`` is the quick subset (under a minute).
 KINDS = ("unit", "server", "slow", "installs")
 #: Fixtures (of conftest or of one test module) that decide a test's kind when it has no explicit marker:
 #: they start real servers, pip-install environments or build images, or build heavy models.
 SERVER_FIXTURES = {"servers", "mgmt"}
-INSTALL_FIXTURES = {"podman", "stock_python", "plain_venv"}
+INSTALL_FIXTURES = {"podman", "stock_python", "plain_venv", "torchserve_python"}
 SLOW_FIXTURES = {"model_store", "onnx_store", "dual", "aws"}  # aws: moto's in-memory AWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -125,23 +125,25 @@ def default_server(servers, model_store):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Give each test its kind: explicit markers win, then the fixtures decide, else ``unit``.
+    """Give each test its kinds: its explicit markers, plus what its fixtures say, else ``unit``.
 
-    A test that starts a server through ``servers`` (or a module's server fixture) is ``server``; one that
-    pip-installs is ``installs`` and ``slow``; one that needs the built model store is ``slow``; doctests and
-    everything else are ``unit``. Tests that start servers or install some other way carry their markers.
+    A test that starts a server through ``servers`` (or a module's server fixture) is ``server``, even when it is
+    marked ``slow``; one that pip-installs is ``installs`` and ``slow``, and gets pytest-timeout's limit for
+    installs (:data:`helpers.INSTALL_TEST_TIMEOUT_S`: the limit counts fixture setup); one that needs the built
+    model store is ``slow``; doctests and everything else are ``unit``. Tests that start servers or install some
+    other way carry their markers (tests/test_layout.py checks the ones that start a server by hand).
     """
     for item in items:
         kinds = {mark.name for mark in item.iter_markers()} & set(KINDS)
-        if kinds:
-            continue
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & INSTALL_FIXTURES:
             item.add_marker(pytest.mark.installs)
             item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(INSTALL_TEST_TIMEOUT_S))
         if fixtures & SERVER_FIXTURES:
             item.add_marker(pytest.mark.server)
-        elif fixtures & SLOW_FIXTURES:
+        elif fixtures & SLOW_FIXTURES and not kinds:
             item.add_marker(pytest.mark.slow)
-        elif not fixtures & INSTALL_FIXTURES:
+        elif not fixtures & INSTALL_FIXTURES and not kinds:
             item.add_marker(pytest.mark.unit)

@@ -97,7 +97,15 @@ class MxnetDeviceStandIn:
         return self._mx.cpu()
 
 
-def cached_venv(name, installs, timeout=1200):
+#: seconds `python -m venv` may take, and each pip install of :func:`cached_venv`
+VENV_CREATE_TIMEOUT_S = 300
+PIP_INSTALL_TIMEOUT_S = 1200
+#: pytest-timeout's limit for a test whose fixtures make a cached virtualenv of at most two pip installs (it counts
+#: fixture setup): the venv's own bounds plus 600 s for the test itself, so the bounds' messages can appear
+INSTALL_TEST_TIMEOUT_S = VENV_CREATE_TIMEOUT_S + 2 * PIP_INSTALL_TIMEOUT_S + 600
+
+
+def cached_venv(name, installs, timeout=PIP_INSTALL_TIMEOUT_S):
     """The python of a virtualenv made by pip-installing ``installs`` (a list of pip argument lists, run in
     order), kept under mmsctl's cache folder and made again only when the arguments, the requirement files
     they name or this Python change. A half-made one (no ``.pins`` file) is never reused."""
@@ -117,8 +125,9 @@ def cached_venv(name, installs, timeout=1200):
     for old in glob.glob(os.path.join(cache_dir(), "test-venvs", name + "-*")):  # other pins, or half-made
         shutil.rmtree(old, ignore_errors=True)
     os.makedirs(os.path.dirname(venv), exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=VENV_CREATE_TIMEOUT_S)
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    assert len(installs) <= 2, "INSTALL_TEST_TIMEOUT_S allows two pip installs"
     for args in installs:
         done = subprocess.run(pip + list(args), capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, "pip install %s: %s" % (" ".join(args), (done.stdout + done.stderr)[-2000:])

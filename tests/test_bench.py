@@ -161,7 +161,7 @@ def test_count_bounded_phase_sends_exactly_n():
 
 def test_time_bounded_phase_ends_by_itself():
     phase = bench.run_phase([CountingSender(503)], duration=0.2)
-    assert 0.2 <= phase.elapsed_s < 2.0
+    assert phase.elapsed_s >= 0.2  # it ran its duration, and returned (no wall-clock upper bound in a unit test)
     assert bench.summarize(phase.samples, phase.elapsed_s)["errors"]["503"] == len(phase.samples) > 0
     with pytest.raises(UsageError):
         bench.run_phase([CountingSender()], requests=5, duration=1.0)

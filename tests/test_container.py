@@ -30,7 +30,16 @@ from mmsctl.docker import images
 
 from helpers import free_port
 
-pytestmark = [pytest.mark.installs, pytest.mark.slow, pytest.mark.server]
+#: bounds of the session fixtures: container-setup.sh install and base, podman import of the base, image build
+SETUP_TIMEOUT_S = 600
+IMPORT_TIMEOUT_S = 300
+BUILD_TIMEOUT_S = 900
+#: pytest-timeout's limit per test counts fixture setup: the first test pays for all of it, plus 600 s of its own,
+#: so a slow build ends with the fixtures' own messages, not pytest-timeout's
+CONTAINER_TEST_TIMEOUT_S = 2 * SETUP_TIMEOUT_S + IMPORT_TIMEOUT_S + BUILD_TIMEOUT_S + 600
+
+pytestmark = [pytest.mark.installs, pytest.mark.slow, pytest.mark.server,
+              pytest.mark.timeout(CONTAINER_TEST_TIMEOUT_S)]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: outside the work tree, so that a fresh clone on the same machine (CI) reuses the base image and layers
@@ -65,7 +74,7 @@ class Podman:
 
 def _setup(*args):
     return subprocess.run(["bash", os.path.join(ROOT, "scripts", "container-setup.sh")] + list(args),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, check=False)
 
 
 def _record(timings, **values):
@@ -101,7 +110,7 @@ def podman(timings):
         if base.returncode == 3:
             pytest.skip("no base image can be made here: " + base.stderr.strip())
         assert base.returncode == 0, "scripts/container-setup.sh base failed:\n" + base.stderr[-3000:]
-        tool.run("import", base.stdout.strip().splitlines()[-1], BASE_TAG, timeout=300)
+        tool.run("import", base.stdout.strip().splitlines()[-1], BASE_TAG, timeout=IMPORT_TIMEOUT_S)
     # containers left by a run that was killed (their owner is gone); others' runs keep theirs
     for line in tool.run("ps", "-a", "--filter", "label=" + LABEL, "--format",
                          '{{.Names}} {{index .Labels "%s"}}' % LABEL).stdout.split("\n"):
@@ -123,7 +132,7 @@ def cpu_image(podman, timings, tmp_path_factory):
             *images.pip_build_arguments(images.pip_settings(sys.executable)),
             "--ignorefile", os.path.join(ROOT, "docker", "Dockerfile.cpu.dockerignore"),
             "--file", os.path.join(ROOT, "docker", "Dockerfile.cpu"), "--tag", IMAGE_TAG, ROOT,
-            timeout=900, check=False, log=log)
+            timeout=BUILD_TIMEOUT_S, check=False, log=log)
     if build.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as handle:
             pytest.fail("podman build of docker/Dockerfile.cpu failed (%d); the end of %s:\n%s"

@@ -141,7 +141,9 @@ def test_no_task_maps_the_management_port_or_runs_as_root(name):
 def test_container_commands_are_what_mmsctl_serve_and_health_accept(name):
     task = all_task_definitions()[name]
     parser = cli.build_parser()
-    for container in server_containers(task):
+    containers = server_containers(task)
+    assert containers, "task %s has no mmsctl serve container" % name
+    for container in containers:
         args = parser.parse_args(container["entryPoint"][1:] + container["command"])
         assert args.func is cli.serve.cmd_serve and args.foreground and args.public
         assert args.model_store == ecs.CONTAINER_MODEL_STORE and dict(args.models) == dict(MODELS)

@@ -150,9 +150,8 @@ def _resolve(value, parameters):
 def test_template_command_is_what_mmsctl_serve_accepts(template):
     (container,) = template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     words = [_resolve(w, template["Parameters"]) for w in container["EntryPoint"][1:] + container["Command"]]
-    args, unknown = cli.build_parser().parse_known_args(words)
-    # --metrics-port comes with the metrics work (issue of /healthz and /readyz); until it is merged it is unknown
-    assert unknown in ([], ["--metrics-port", "8082"])
+    args = cli.build_parser().parse_args(words)  # every word known: --metrics-port is serve's own option now
+    assert args.metrics_port == 8082
     assert args.func is cli.serve.cmd_serve and args.foreground and args.public and args.drain_timeout == 30
     assert args.inference_port == 8080 and args.management_port == 8081
 
@@ -468,12 +467,10 @@ def test_mismatched_reports_are_refused_in_one_line(name, words, message, odd_re
     assert err.startswith("mmsctl: error: ") and err.count("\n") == 1 and message in err, err
 
 
-# -- the README's walkthrough ----------------------------------------------------------------------------
+# -- the walkthrough (docs/ecs-scale-out.md; tests/test_docs.py parses every page's commands) ----------
 def readme_section():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        text = handle.read()
-    start = text.index("### Scale out on ECS")
-    return text[start:text.index("\n## ", start)]
+    with open(os.path.join(ROOT, "docs", "ecs-scale-out.md"), encoding="utf-8") as handle:
+        return handle.read()
 
 
 def shell_lines(section):
@@ -504,7 +501,7 @@ def test_readme_walkthrough_commands_match_the_parser_and_the_template(template,
     parameters = template["Parameters"]
     assert given <= set(parameters)
     assert {name for name, p in parameters.items() if "Default" not in p} <= given
-    # the sample output in the README has the shape the command prints
+    # the sample output on the page has the shape the command prints
     sample = re.search(r"```\n(efficientnet-lite0 on .*?)```", section, re.S).group(1).strip().splitlines()
     code, out, _ = run_cli(capsys, "--bench-report", report_path, "--profile", "cpu-latency", "--cpu", "2048",
                            "--latency-p99-ms", "250")

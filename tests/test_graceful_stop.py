@@ -38,12 +38,29 @@ def handle(data, context):
 
 
 # -- the in-flight count, against a plain HTTP server --------------------------------------------------
-class SlowHandler(http.server.BaseHTTPRequestHandler):
+class Gate:
+    """Requests to ``/block`` arrive (``arrived``) and wait until the test opens the gate (``release``), so the
+    test knows what is in flight without timing anything."""
+
+    def __init__(self):
+        self.arrived = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def wait_arrivals(self, count, timeout=30):
+        for _ in range(count):
+            assert self.arrived.acquire(timeout=timeout), "a request never reached the server"
+
+
+class GatedHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as MMS and load balancers use it
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
-        time.sleep(float(self.path.strip("/")))
+        if self.path == "/block":
+            self.server.gate.arrived.release()
+            self.server.gate.release.wait(60)
+        else:
+            time.sleep(float(self.path.strip("/")))
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -55,48 +72,66 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GatedHandler)
+    httpd.gate = Gate()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield httpd.server_address[1]
+        yield httpd.server_address[1], httpd.gate
     finally:
+        httpd.gate.release.set()
         httpd.shutdown()
         httpd.server_close()
 
 
-def post(port, seconds, connection=None, body=b"x" * 100000):
-    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("POST", "/%s" % seconds, body=body)
+def post(port, path, connection=None, body=b"x" * 100000):
+    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/%s" % path, body=body)
     response = connection.getresponse()
     response.read()
     return response.status
 
 
+def fake_clock(step=0.05, on_call=None):
+    """A clock for drain.wait_idle that advances ``step`` per call and runs ``on_call(n)`` at each call."""
+    calls = [0]
+
+    def clock():
+        calls[0] += 1
+        if on_call:
+            on_call(calls[0])
+        return calls[0] * step
+    return clock
+
+
 @pytest.mark.unit
 def test_in_flight_counts_requests_not_idle_keep_alive_connections(http_server):
-    idle = http.client.HTTPConnection("127.0.0.1", http_server, timeout=30)
-    # answered; the connection stays open. (The request takes 50 ms: one answered within the jiffy it
-    # arrived in leaves the kernel's two timestamps equal, and such a connection counts as busy.)
-    assert post(http_server, 0.05, idle) == 200
-    time.sleep(0.05)
-    assert drain.in_flight(http_server) == 0
-    busy = http.client.HTTPConnection("127.0.0.1", http_server, timeout=30)
+    port, gate = http_server
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    # answered; the connection stays open. (The handler takes 50 ms: an answer within the jiffy its request
+    # arrived in would leave the kernel's two timestamps equal, and such a connection counts as busy.)
+    assert post(port, 0.05, idle) == 200
+    assert drain.in_flight(port) == 0
+    busy = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     statuses = []
-    threads = [threading.Thread(target=lambda c=c: statuses.append(post(http_server, 0.8, c))) for c in (idle, busy)]
+    threads = [threading.Thread(target=lambda c=c: statuses.append(post(port, "block", c))) for c in (idle, busy)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
-    assert drain.in_flight(http_server) == 2  # one on the reused keep-alive connection, one on a new one
-    assert drain.wait_idle(http_server, 10) == (2, 0)
+    gate.wait_arrivals(2)
+    assert drain.in_flight(port) == 2  # one on the reused keep-alive connection, one on a new one
+    # the wait sees both, the gate opens at its second clock reading, and it ends when both are answered
+    opened = fake_clock(on_call=lambda n: n == 2 and gate.release.set())
+    assert drain.wait_idle(port, 60, poll=0.01, clock=opened) == (2, 0)
     for thread in threads:
         thread.join()
     assert statuses == [200, 200]
-    # the bound: a request longer than the wait is still in flight at its end
-    thread = threading.Thread(target=post, args=(http_server, 1.0, idle))
+    # the bound: a request still running when the (fake) clock passes the timeout is still in flight at the end
+    gate.release.clear()
+    thread = threading.Thread(target=post, args=(port, "block", idle))
     thread.start()
-    time.sleep(0.2)
-    assert drain.wait_idle(http_server, 0.2) == (1, 1)
+    gate.wait_arrivals(1)
+    assert drain.wait_idle(port, 0.2, poll=0.01, clock=fake_clock(step=0.1)) == (1, 1)
+    gate.release.set()
     thread.join()
 
 

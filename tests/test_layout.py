@@ -1,9 +1,11 @@
 """The shape of the code: every module's doctests run, and the handlers never import the operator side."""
 import ast
 import doctest
+import glob
 import importlib
 import os
 import pkgutil
+import re
 
 import pytest
 
@@ -41,9 +43,30 @@ def test_the_package_walk_finds_every_folder():
             "mmsctl.config.profiles", "mmsctl.docker.ecs"} <= set(MODULES)
 
 
-@pytest.mark.parametrize("name", MODULES)
+def module_source(name):
+    """The source text of a product module, found from setup.py's map without importing it."""
+    packages = setup_packages()
+    package = max((p for p in packages if name == p or name.startswith(p + ".")), key=len)
+    rest = name[len(package):].lstrip(".")
+    path = os.path.join(REPO, packages[package], *rest.split(".")) if rest else os.path.join(REPO, packages[package])
+    path = os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+#: the modules whose source holds a doctest example (a ">>>" line); the others have none to run
+DOCTESTED = [name for name in MODULES if any(line.lstrip().startswith(">>>")
+                                             for line in module_source(name).splitlines())]
+
+
+def test_doctested_modules_are_found():
+    assert len(DOCTESTED) > 20 and {"mmsctl.files", "mmsctl.cli.common", "mmsctl.handlers.contract"} <= set(DOCTESTED)
+
+
+@pytest.mark.parametrize("name", DOCTESTED)
 def test_doctests(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, "%s has a '>>>' line that doctest does not run" % name
     assert result.failed == 0
 
 
@@ -66,6 +89,31 @@ def test_handlers_never_import_the_operator_side():
                if module.split(".")[0] in ("mmsctl", "scripts", "archives", "config", "docker")]
         assert not bad, "handlers/%s imports %s: handlers run inside MMS on their own" % (name, bad)
 
+
+
+#: what starts a server by hand inside a test function (the ``servers`` fixture marks its tests itself)
+HAND_STARTED_SERVER = re.compile(r"\bstart_(stock|plain)_mms\(|\bserve_foreground\(|scripts/quickstart\.sh"
+                                 r"|Popen\(\s*\[[^\]]*[\"']serve[\"']")
+
+
+def test_tests_that_start_a_server_by_hand_are_marked_server():
+    checked = []
+    for path in sorted(glob.glob(os.path.join(REPO, "tests", "test_*.py"))):
+        source = open(path, encoding="utf-8").read()
+        tree = ast.parse(source, path)
+        module_marks = set()
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "pytestmark":
+                module_marks = set(re.findall(r"mark\.(\w+)", ast.get_source_segment(source, node)))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") \
+                    and HAND_STARTED_SERVER.search(ast.get_source_segment(source, node)):
+                marks = module_marks | {d.attr for d in node.decorator_list if isinstance(d, ast.Attribute)}
+                checked.append(node.name)
+                assert "server" in marks, "%s::%s starts a server: mark it server" % (os.path.basename(path),
+                                                                                       node.name)
+    assert {"test_archives_run_on_stock_multi_model_server", "test_onnxruntime_archives_serve_without_mxnet",
+            "test_readme_commands_in_order_in_a_fresh_clone"} <= set(checked)
 
 
 def test_test_modules_import_helpers_not_conftest():

@@ -20,7 +20,7 @@ from mmsctl.metrics.exporter import Exporter
 from mmsctl.metrics.store import Store
 from mmsctl.metrics.tail import Follower
 
-from helpers import free_port
+from helpers import REPO, free_port
 
 pytestmark = pytest.mark.unit
 
@@ -164,6 +164,33 @@ def test_unregistered_models_lose_their_series_and_unknown_names_share_one():
 
 
 # -- EMF ------------------------------------------------------------------------------------------
+def emf_errors(event):
+    """What the EMF specification's schema (tests/emf_schema.json, written apart from mmsctl's validator) finds
+    wrong with ``event``, plus the target-member rule: every dimension a directive names is a top-level string,
+    every metric a top-level number or a list of at most 100 numbers."""
+    try:
+        import jsonschema
+    except ImportError:
+        pytest.fail("jsonschema is not installed: run scripts/bootstrap.sh (requirements/test.txt pins it)")
+    with open(os.path.join(REPO, "tests", "emf_schema.json"), encoding="utf-8") as handle:
+        schema = json.load(handle)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [error.message for error in validator.iter_errors(event)]
+    if errors:
+        return errors
+    number = {"type": "number"}
+    members = {"type": "object", "required": [], "properties": {}}
+    for directive in event["_aws"]["CloudWatchMetrics"]:
+        for name in {name for dimension_set in directive["Dimensions"] for name in dimension_set}:
+            members["required"].append(name)
+            members["properties"][name] = {"type": "string"}
+        for definition in directive["Metrics"]:
+            members["required"].append(definition["Name"])
+            members["properties"][definition["Name"]] = {
+                "anyOf": [number, {"type": "array", "items": number, "minItems": 1, "maxItems": 100}]}
+    return [error.message for error in jsonschema.Draft7Validator(members).iter_errors(event)]
+
+
 def test_emf_lines_meet_the_specification_and_carry_the_minute():
     minute = 1796175480000
     clock = [minute / 1000.0 + 30]
@@ -178,6 +205,7 @@ def test_emf_lines_meet_the_specification_and_carry_the_minute():
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     for event in events:
         assert emf.problems(event) == []
+        assert emf_errors(event) == []  # the independent check
         directive = event["_aws"]["CloudWatchMetrics"][0]
         assert directive["Namespace"] == "mmsctl" and directive["Dimensions"] == [["Model"]]
         assert all(d["Name"] in event for d in directive["Metrics"])
@@ -197,11 +225,15 @@ def test_emf_lines_meet_the_specification_and_carry_the_minute():
     (lambda e: e.pop("Requests2XX"), "metric Requests2XX"),
     (lambda e: e["_aws"]["CloudWatchMetrics"][0]["Metrics"][0].update(Unit="Requests"), "not a CloudWatch unit"),
     (lambda e: e["_aws"]["CloudWatchMetrics"][0].update(Namespace=""), "Namespace"),
+    (lambda e: e.update(Model=7), "dimension 'Model'"),
+    (lambda e: e.update(Requests2XX="3"), "metric Requests2XX"),
 ])
 def test_emf_validator_finds_what_the_specification_forbids(breakage, expected):
     event = emf.line("m", 1796175480000, {"2XX": 3}, [5, 6, 7], 1)
+    assert emf_errors(event) == []
     breakage(event)
     assert any(expected in problem for problem in emf.problems(event))
+    assert emf_errors(event), "the independent schema check accepts what the specification forbids"
 
 
 # -- top --------------------------------------------------------------------------------------------

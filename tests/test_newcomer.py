@@ -17,6 +17,11 @@ from helpers import REPO, free_port
 
 #: seconds each README command may take before the test calls it a hang
 COMMAND_LIMIT_S = 900
+#: seconds the clone may take
+CLONE_LIMIT_S = 120
+#: pytest-timeout's limit for the whole test: the clone and three commands at their limits, plus a margin, so
+#: the test's own "hung after N s" message (with the command's output) is what a hang reports
+NEWCOMER_TIMEOUT_S = CLONE_LIMIT_S + 3 * COMMAND_LIMIT_S + 120
 
 
 def readme_commands():
@@ -59,6 +64,8 @@ def run_step(words, cwd, env, what):
 
 @pytest.mark.slow
 @pytest.mark.installs
+@pytest.mark.server  # the quickstart starts a server
+@pytest.mark.timeout(NEWCOMER_TIMEOUT_S)
 def test_readme_commands_in_order_in_a_fresh_clone(tmp_path):
     """Clone, run the README's first command (twice: it must work again), then its second command
     restricted to the fast tests, the way a new user does; the clone keeps nothing but its venv.
@@ -66,7 +73,7 @@ def test_readme_commands_in_order_in_a_fresh_clone(tmp_path):
     The clone is of the last commit: uncommitted changes are not in it.
     """
     clone = str(tmp_path / "clone")
-    subprocess.run(["git", "clone", "-q", REPO, clone], check=True, timeout=120)
+    subprocess.run(["git", "clone", "-q", REPO, clone], check=True, timeout=CLONE_LIMIT_S)
     env = dict(os.environ, MMSCTL_CACHE_DIR=str(tmp_path / "cache"))
     for key in ("VIRTUAL_ENV", "PYTHONPATH", "MMSCTL_STATE_DIR"):
         env.pop(key, None)

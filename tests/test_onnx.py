@@ -479,6 +479,7 @@ def start_plain_mms(python, store, models, state_dir):
     return process, state
 
 
+@pytest.mark.server  # starts multi-model-server by hand
 def test_onnxruntime_archives_serve_without_mxnet(plain_venv, onnx_store, onnx_files, cat_photo, tmp_path):
     check = subprocess.run([plain_venv, "-c", "import mxnet"], capture_output=True, timeout=60)
     assert check.returncode != 0 and b"No module named 'mxnet'" in check.stderr

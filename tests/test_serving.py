@@ -13,7 +13,7 @@ import requests
 
 from mmsctl.management import ManagementClient
 
-from helpers import cached_venv, free_port
+from helpers import PIP_INSTALL_TIMEOUT_S, cached_venv, free_port
 
 CAT_CLASSES = {"n02123045 tabby, tabby cat", "n02123159 tiger cat", "n02124075 Egyptian cat"}
 
@@ -135,6 +135,7 @@ def engine_lines(folder):
 STOCK_MODELS = {"efficientnet-lite0": "efficientnet-lite0.mar", "resnet18": "resnet18.mar"}
 
 
+@pytest.mark.server  # starts multi-model-server by hand
 def test_archives_run_on_stock_multi_model_server(stock_python, model_store, tmp_path, cat_photo):
     """Start `multi-model-server` by hand from an environment without mmsctl and without onnxruntime:
     the archives (MXNet checkpoint + ONNX export) are served on MXNet."""
@@ -174,11 +175,13 @@ def onnxruntime_path(stock_python, tmp_path_factory):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     install = subprocess.run([stock_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                               "--no-deps", "--target", str(folder), "-r",
-                              os.path.join(root, "requirements", "onnxruntime.txt")], capture_output=True, text=True)
+                              os.path.join(root, "requirements", "onnxruntime.txt")], capture_output=True, text=True,
+                             timeout=PIP_INSTALL_TIMEOUT_S)  # with stock_python's venv, within INSTALL_TEST_TIMEOUT_S
     assert install.returncode == 0, install.stdout + install.stderr
     return str(folder)
 
 
+@pytest.mark.server  # starts multi-model-server by hand
 def test_stock_multi_model_server_with_onnxruntime_prefers_it(stock_python, onnxruntime_path, model_store, tmp_path,
                                                              cat_photo, coffee_photo):
     """The same stock server with onnxruntime installed: the archives run on it, except the model that

@@ -3,7 +3,7 @@ on the default model (efficientnet-lite0) in a real server, through ``mmsctl soa
 
 The 60-second run fails on any failed request, on a worker restart, or on worker
 RSS growing more than 100 MiB or 20% from the first interval after warm-up to the
-last. ``mmsctl soak --duration 600`` is the 10-minute version (not run here).
+last. ``mmsctl soak --model M --input FILE --duration 600`` is the 10-minute version (not run here).
 """
 import json
 import re
@@ -80,6 +80,7 @@ def soak_server(servers, model_store):
     return servers.start(model_store, {"efficientnet-lite0": "efficientnet-lite0.mar"})
 
 
+@pytest.mark.slow  # 60 s of load
 def test_sixty_second_soak_has_no_error_and_no_memory_growth(soak_server, cat_photo, tmp_path, capsys):
     out = tmp_path / "soak.json"
     code = cli.main(["soak", "--state-dir", soak_server.state_dir, "--model", "efficientnet-lite0",

@@ -28,7 +28,7 @@ def build_parser():
                         "mmsctl serve --profile cpu-latency --model-store model_store "
                         "--models efficientnet-lite0=efficientnet-lite0.mar\n"
                         "mmsctl scale efficientnet-lite0 --min-worker 1\n"
-                        "mmsctl predict --model efficientnet-lite0 kitten.jpg"))
+                        "mmsctl predict --model efficientnet-lite0 chelsea.png"))
     parser.add_argument("--version", action="version", version="mmsctl " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMAND_GROUPS:

@@ -97,9 +97,9 @@ def add_commands(sub):
     """``mmsctl bench`` (a server, the in-process limit, or both) and ``bench sweep`` / ``bench random-resnet``."""
     parser = command(sub, "bench",
                      "latency, throughput and cost per 100k requests of a server or of the in-process limit",
-                     "mmsctl bench --url http://127.0.0.1:8080 --model efficientnet-lite0 --input kitten.jpg \\\n"
+                     "mmsctl bench --url http://127.0.0.1:8080 --model efficientnet-lite0 --input chelsea.png \\\n"
                       "    --concurrency 1,2 --requests 100 --instance m5.large --out bench-out\n"
-                      "mmsctl bench --inprocess model_store/efficientnet-lite0.mar --input kitten.jpg --out inproc\n"
+                      "mmsctl bench --inprocess model_store/efficientnet-lite0.mar --input chelsea.png --out inproc\n"
                       "mmsctl bench sweep --archive model_store/resnet-152.mar --profiles cpu-latency,cpu-throughput "
                       "--instance m5.large --out sweep")
     parser.add_argument("--url", help="inference API of a server on this machine, e.g. http://127.0.0.1:8080")

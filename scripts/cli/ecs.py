@@ -80,7 +80,7 @@ def add_commands(sub):
                            "(the server then runs without the ECS metadata variables)")
     task.add_argument("--network-mode", default="bridge", choices=ecs.NETWORK_MODES, help="default bridge")
     task.add_argument("--side-by-side", action="store_true",
-                      help="add a plain cpu-latency server on port %d next to the accelerated one (seed 000)"
+                      help="add a plain cpu-latency server on port %d next to the accelerated one, to time both"
                            % (ecs.INFERENCE_PORT + ecs.SIDE_PORT_OFFSET))
     task.add_argument("--cpu", type=int, help="task CPU units (1024 = one vCPU), split between the servers")
     task.add_argument("--memory", type=int, default=ecs.DEFAULT_MEMORY_MIB, help="task memory in MiB (default 2048)")
@@ -116,7 +116,7 @@ def add_commands(sub):
     neuron.add_argument("--vcpus", type=int, required=True, help="vCPUs of the instance type (inf1.xlarge: 4)")
     neuron.add_argument("--neuron-devices", type=int, default=1, help="Inferentia chips to map (default 1)")
     neuron.add_argument("--neuron-rtd-image", help="Neuron 1.x: run this neuron-rtd sidecar and share its socket "
-                                                   "(seed 001); default: Neuron 2.x, devices in the server")
+                                                   "(its layout); default: Neuron 2.x, devices in the server")
     neuron.add_argument("--family", default="mmsctl-inf1")
     neuron.add_argument("--memory", type=int, default=ecs.DEFAULT_MEMORY_MIB, help="task memory in MiB")
     add_role_options(neuron)

@@ -17,7 +17,7 @@ def cmd_quickstart(args):
 
 def add_commands(sub):
     pred = command(sub, "predict", "classify image files (several go in one multipart request)",
-                   "mmsctl predict --model efficientnet-lite0 kitten.jpg")
+                   "mmsctl predict --model efficientnet-lite0 chelsea.png")
     pred.add_argument("files", nargs="+", metavar="IMAGE")
     pred.add_argument("--model", required=True)
     pred.add_argument("--url", default=os.environ.get("MMSCTL_INFERENCE_URL", "http://127.0.0.1:8080"),

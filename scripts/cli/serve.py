@@ -186,7 +186,7 @@ def add_commands(sub):
     _add_models_options(render)
     render.set_defaults(func=cmd_config_render)
 
-    serve = command(sub, "serve", "start multi-model-server with a profile; returns once models are READY",
+    serve = command(sub, "serve", "start multi-model-server with a profile; returns once every worker has loaded its model",
                     "mmsctl serve --profile cpu-latency --model-store model_store \\\n"
                      "    --models efficientnet-lite0=efficientnet-lite0.mar\n"
                      "mmsctl serve --profile cpu-latency --model-store model_store --models-file models.toml")
@@ -197,15 +197,15 @@ def add_commands(sub):
                        help="stay in front and pass SIGTERM/SIGINT on (a container's main process)")
     serve.add_argument("--state-dir", default=server.default_state_dir(),
                        help="folder for the server's config, temp files, logs and pid (default ~/.mmsctl/server)")
-    serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY workers")
+    serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every worker to load its model (default 300)")
     serve.add_argument("--drain-timeout", type=float, default=drain.DEFAULT_DRAIN_TIMEOUT, metavar="S",
                        help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
                             "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     metrics_cli.add_serve_options(serve)
     serve.add_argument("--server", default="mms", choices=["mms", "torchserve"],
                        help="mms (default): multi-model-server 1.1.11; torchserve: TorchServe 0.12 from "
-                            "$MMSCTL_TORCHSERVE, with its own metrics API in place of the exporter (README, "
-                            "\"Moving to TorchServe\")")
+                            "$MMSCTL_TORCHSERVE, with its own metrics API in place of the exporter "
+                            "(docs/torchserve.md)")
     serve.add_argument("--torchserve-metrics-port", type=int, default=8082,
                        help="TorchServe's own metrics API port, on 127.0.0.1 (default 8082; --server torchserve)")
     serve.set_defaults(func=cmd_serve)

@@ -33,7 +33,7 @@ def add_commands(sub):
     cmd = command(sub, "soak", "full-concurrency load for a long time: errors, latency and worker memory per interval",
                   "mmsctl serve --profile cpu-latency --model-store model_store "
                    "--models efficientnet-lite0=efficientnet-lite0.mar\n"
-                   "mmsctl soak --model efficientnet-lite0 --input kitten.jpg --duration 600 --out soak.json")
+                   "mmsctl soak --model efficientnet-lite0 --input chelsea.png --duration 600 --out soak.json")
     cmd.add_argument("--model", required=True, help="registered model to load")
     cmd.add_argument("--input", required=True, metavar="FILE", help="request body sent every time (an image...)")
     cmd.add_argument("--state-dir", default=server.default_state_dir(),
