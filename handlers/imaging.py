@@ -4,12 +4,15 @@ Shared by every image handler (MXNet and ONNX engines): bytes in, float32 NCHW
 arrays out, with the preprocessing read from the archive's signature.
 
 Decoding: OpenCV (``opencv-python-headless``) decodes 8-bit RGB/greyscale JPEGs
-(at a reduced DCT scale, like Pillow's draft) and PNGs where it is installed,
-Pillow everything else and everywhere else; both give the same pixels
-(tests/test_handlers.py compares them). Resizing is always Pillow's filter, and
-only over the part of the image that survives the centre crop (``box=``):
-OpenCV's resize has no antialiasing when it shrinks, which moved top-5 ranks on
-3 of 9 bundled photos, while the box resize gives the full resize's pixels.
+(at a reduced DCT scale, like Pillow's draft) where it is installed, Pillow
+everything else and everywhere else; both give the same pixels (tests/test_handlers.py
+compares them). PNGs stay with Pillow: OpenCV saved 0.2-0.4 ms on a 451x300 PNG
+but its libpng writes a warning line to the worker's stderr (so to MMS's log) for
+every photo with a common non-standard colour profile, chelsea.png among them.
+Resizing is always Pillow's filter, and only over the part of the image that
+survives the centre crop (``box=``): OpenCV's resize has no antialiasing when it
+shrinks, which moved top-5 ranks on 3 of 9 bundled photos, while the box resize
+gives the full resize's pixels.
 """
 import functools
 import io
@@ -28,7 +31,7 @@ MAX_PIXELS = 64 * 1024 * 1024
 DRAFT_FORMATS = ("JPEG", "MPO")
 
 #: Formats and PIL modes OpenCV decodes to the same pixels as Pillow's ``convert("RGB")``.
-OPENCV_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "RGBA", "L")}
+OPENCV_MODES = {"JPEG": ("RGB", "L")}
 
 #: spec "interpolation" -> PIL filter
 RESAMPLING = {
