@@ -24,4 +24,4 @@ the same profile, the same arguments) with Kubernetes' own parts around it:
   ``mmsctl ecs autoscaling`` computes from the same bench report
   (:func:`mmsctl.autoscaling.sizing`), and on CPU as a backstop.
 """
-from .manifests import *  # noqa: F401,F403
+from .kustomize import *  # noqa: F401,F403

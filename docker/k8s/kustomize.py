@@ -53,7 +53,7 @@ NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 PROFILES = ("cpu-latency", "cpu-throughput", "gpu")
 
-__all__ = ["K8sOptions", "K8sError", "check_profile", "validate", "DEFAULT_MEMORY_MIB", "manifests", "render", "write", "files_of", "load_seconds_from_report",
+__all__ = ["K8sOptions", "K8sError", "check_profile", "validate", "to_yaml", "DEFAULT_MEMORY_MIB", "manifests", "render", "write", "files_of", "load_seconds_from_report",
            "startup_probe", "hpa_average_value", "container_command", "models_toml", "METRIC", "SERIES",
            "INFERENCE_PORT", "MANAGEMENT_PORT", "METRICS_PORT", "STOP_MARGIN", "DRAIN_TIMEOUT",
            "DEFAULT_LOAD_SECONDS", "DEFAULT_MIN_REPLICAS", "DEFAULT_MAX_REPLICAS", "STARTUP_FACTOR", "MIN_STARTUP_SECONDS", "STARTUP_PERIOD", "MODELS_CONFIG_DIR",
@@ -365,8 +365,9 @@ def kustomization(options, resources):
         document["namespace"] = options.namespace
     document["resources"] = list(resources)
     # a generated name (NAME-models-HASH): a changed models.toml rolls the Deployment out
-    document["configMapGenerator"] = [{"name": name + "-models", "files": [MODELS_FILE],
-                                       "options": {"labels": _labels(name)}}]
+    # (generatorOptions, not a generator's own options: the kustomize 2.0 of Debian's kubectl 1.20 reads only these)
+    document["generatorOptions"] = {"labels": _labels(name)}
+    document["configMapGenerator"] = [{"name": name + "-models", "files": [MODELS_FILE]}]
     return document
 
 
