@@ -417,9 +417,10 @@ def to_yaml(value, indent=0):
 HEADER = "# Rendered by `mmsctl k8s render`; see docs/kubernetes.md. Edit the options and render again.\n"
 ADAPTER_HEADER = """# prometheus-adapter's rule for the HorizontalPodAutoscaler's pods metric %s.
 # Not a resource of this kustomization: the rule belongs to the adapter's own release. Merge it into the
-# adapter's Helm values (helm upgrade prometheus-adapter prometheus-community/prometheus-adapter -f THIS-FILE)
-# or into its ConfigMap's config.yaml (the `rules:` list). Prometheus must scrape the pods' port 8082 with
-# `namespace` and `pod` labels (the ServiceMonitor, or the prometheus.io/* annotations of the pods).
+# adapter's Helm values (helm upgrade prometheus-adapter prometheus-community/prometheus-adapter --reuse-values
+# -f THIS-FILE), or put the rule (the entry under `custom:`) in the `rules:` list of the adapter's config.yaml.
+# Prometheus must scrape the pods' port 8082 with `namespace` and `pod` labels: the ServiceMonitor does, and so
+# does a kubernetes-pods scrape job reading the pods' prometheus.io/* annotations if it names them so.
 """ % METRIC
 
 
