@@ -217,7 +217,8 @@ def _meta(name, annotations=None, **extra):
 
 def deployment(options, profile, words):
     name = options.name or default_name(options)
-    resources = {"cpu": str(options.vcpus), "memory": "%dMi" % options.memory}
+    # Guaranteed QoS: requests = limits, the CPUs being the vCPUs the profile planned workers x threads for
+    resources = {"cpu": str(profile.vcpus), "memory": "%dMi" % options.memory}
     if profile.name == "gpu":
         resources["nvidia.com/gpu"] = str(profile.gpus)
     environment = dict(profile.environment, MMSCTL_STATE_DIR=STATE_DIR, HOME=HOME)
