@@ -19,6 +19,7 @@ PACKAGES = {
     "mmsctl.config": "config",
     "mmsctl.docker": "docker",
     "mmsctl.docker.ecs": "docker/ecs",
+    "mmsctl.docker.k8s": "docker/k8s",
 }
 
 HERE = os.path.dirname(os.path.abspath(__file__))

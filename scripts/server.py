@@ -41,6 +41,8 @@ from .models_file import merge_engine_variable, model_settings, model_specs, pla
 
 STATE_FILE = "server.json"
 LOAD_FAILURES_FILE = "load_failures.log"
+#: ``<state_dir>/loading``: a foreground server is loading its models (/readyz answers 503 while it exists)
+LOADING_FILE = "loading"
 
 @dataclass
 class ServerState:
@@ -118,6 +120,7 @@ def prepare_state(profile, state_dir, config_text):
     # MMS's launcher refuses to start while its pid file names a live pid; a killed
     # server leaves one behind (and its pid may live on as an unreaped zombie)
     for stale in (os.path.join(state_dir, "tmp", ".model_server.pid"),
+                  os.path.join(state_dir, LOADING_FILE),  # a killed foreground server's flag
                   os.path.join(state_dir, "logs", LOAD_FAILURES_FILE)):  # and the last run's reasons
         if os.path.exists(stale):
             os.remove(stale)
@@ -342,10 +345,13 @@ def clean_temporary_folder(state_dir):
 
 
 def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_ready=None, stop_timeout=5.0,
-                     drain=None, preparer=None):
+                     drain=None, preparer=None, on_launched=None):
     """Run the server in front (a container's main process).
 
     Registers the models, calls ``on_ready(state)``, then waits for the server.
+    ``on_launched(state)`` is called as soon as the server process runs, with
+    ``<state_dir>/loading`` written until every model has loaded (the exporter started
+    there answers /readyz 503 "loading" meanwhile, as a kubelet's startup probe expects).
     SIGTERM/SIGINT go to the whole process group at once (a second one kills it);
     once ready, a first signal runs ``drain()`` (in a thread) before that, when given;
     every process is gone when this returns: 0 when stopped by a signal, else the
@@ -370,11 +376,18 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     launched.append(process)
     if signals:  # a signal came while the server was being launched
         _signal_group(process, signal.SIGTERM)
+    loading = os.path.join(state_dir, LOADING_FILE)
     try:
         try:
             deadline = time.monotonic() + ready_timeout
+            if on_launched is not None:
+                with open(loading, "w", encoding="utf-8") as handle:
+                    handle.write("loading %s\n" % (", ".join(state.models) or "no model"))
+                on_launched(state)
             wait_api(state, ready_timeout, process=process)
             failures = load_models(state, profile, max(1.0, deadline - time.monotonic()))
+            if os.path.exists(loading):
+                os.remove(loading)
             if failures and not signals:
                 stop(state, timeout=stop_timeout)
                 raise ServerError(load_failure_message(state, failures))
@@ -388,6 +401,8 @@ def serve_foreground(profile, state_dir, models=None, ready_timeout=300.0, on_re
     finally:
         stop(state, timeout=stop_timeout)
         _restore(previous)
+        if os.path.exists(loading):
+            os.remove(loading)
     return 0 if signals else code
 
 

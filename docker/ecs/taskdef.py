@@ -203,8 +203,9 @@ def serve_command(profile, models, inference_port, management_port, metrics_port
         words += ["--gpus", str(profile.gpus)]
     if profile.unset_environment:
         words.append("--unset-ecs-metadata")
-    if models_file:
-        words += ["--models-file", "%s/%s" % (CONTAINER_MODEL_STORE, models_file)]
+    if models_file:  # a name in the model store, or an absolute path (Kubernetes: a ConfigMap's mount)
+        words += ["--models-file", models_file if models_file.startswith("/")
+                  else "%s/%s" % (CONTAINER_MODEL_STORE, models_file)]
     if models:
         words.append("--models")
         words += ["%s=%s" % (name, path) for name, path in models]

@@ -1,6 +1,6 @@
 """``mmsctl``: one command line over the library, one module per command group.
 
-Each module of this package (archive, serve, manage, predict, bench, ecs, soak; ``top`` lives with the
+Each module of this package (archive, serve, manage, predict, bench, ecs, k8s, soak; ``top`` lives with the
 metrics in :mod:`mmsctl.metrics.cli`) has module-level ``cmd_*`` functions that parse options, call library
 code and print, and an ``add_commands(sub)`` that adds its subcommands. Library errors are typed
 (:class:`mmsctl.errors.MmsctlError`) and become one line on stderr and a non-zero exit here, nowhere else.
@@ -11,14 +11,14 @@ import sys
 from .. import __version__
 from ..errors import MmsctlError
 from ..metrics import cli as metrics_cli
-from . import archive, bench, ecs, manage, predict, serve, soak
+from . import archive, bench, ecs, k8s, manage, predict, serve, soak
 from .common import example
 
 DESCRIPTION = "Build, serve and deploy MXNet Model Server (.mar) archives."
 
 #: Every command group, in the order ``mmsctl --help`` lists them.
 COMMAND_GROUPS = (archive.add_commands, serve.add_commands, manage.add_commands, predict.add_commands,
-                  bench.add_commands, ecs.add_commands, soak.add_commands, metrics_cli.add_top_command)
+                  bench.add_commands, ecs.add_commands, k8s.add_commands, soak.add_commands, metrics_cli.add_top_command)
 
 
 def build_parser():

@@ -138,10 +138,15 @@ def cmd_serve(args):
         drain.clear_draining(state_dir)  # a stale flag would fail readiness
         exporters = []
 
-        def on_ready(state):
+        def on_launched(state):  # /healthz and /readyz answer (503) while the models load
             exporter = metrics_cli.start_in_process(metrics, state, emf=args.emf)
             exporters.extend([exporter] if exporter else [])
+
+        def on_ready(state):
             ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
+
+        if args.server == "mms":
+            extra["on_launched"] = on_launched
 
         def requests_done():  # mark draining (/readyz: 503), wait for the requests in flight (mmsctl.drain)
             drain.drain(state_dir, args.inference_port, args.drain_timeout,

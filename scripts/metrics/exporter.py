@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from mmsctl.drain import DRAINING_FILE
 from mmsctl.errors import ManagementError, ServerError
 from mmsctl.management import ManagementClient
-from mmsctl.server import ServerState
+from mmsctl.server import LOADING_FILE, ServerState
 
 from . import logconfig, parse, procs
 from .emf import EmfWriter
@@ -158,6 +158,8 @@ class Exporter:
         """(HTTP status, body): every registered model has a worker that has loaded it, and is alive."""
         if os.path.exists(os.path.join(self.state_dir, DRAINING_FILE)):
             return 503, {"ready": False, "reason": "draining"}
+        if os.path.exists(os.path.join(self.state_dir, LOADING_FILE)):
+            return 503, {"ready": False, "reason": "loading the models"}
         state = self.server_state()
         if state is None or not procs.alive(state.pid):
             return 503, {"ready": False, "reason": "the server is not running"}
