@@ -148,30 +148,48 @@ def test_camera_jpeg_is_deterministic(tmp_path, cat_photo):
 def test_compare_rows_and_targets_from_known_figures():
     images = {"chelsea.png": PNG}
     limits = {"efficientnet-lite0": limit_figures(rps=70.0),
+              "efficientnet-lite0-int8": limit_figures(mxnet=None, onnxruntime=(4.0, 2.5, 0.5), rps=140.0),
               "resnet-18": limit_figures(mxnet=(4.0, 40.0, 0.5), onnxruntime=(4.0, 36.0, 0.5), rps=20.0)}
     latency = {("efficientnet-lite0", "chelsea.png"): {"p50_ms": 17.0, "ok": 5, "errors": {}, "answer": "[]"},
+               ("efficientnet-lite0-int8", "chelsea.png"): {"p50_ms": 12.0, "ok": 5, "errors": {}, "answer": "[]"},
                ("resnet-18", "chelsea.png"): {"p50_ms": 45.0, "ok": 5, "errors": {}, "answer": "[]"},
                ("resnet-18-docs", "chelsea.png"): {"p50_ms": 60.0, "ok": 5, "errors": {}, "answer": "[]"}}
     floors = {"chelsea.png": {"p50_ms": 3.0}}
-    saturated = {("resnet-18", "chelsea.png"): {"rps": 19.5, "ok": 30, "errors": {}, "concurrency": 4, "workers": 2}}
-    models = {"efficientnet-lite0": "e.mar", "resnet-18": "r.mar", "resnet-18-docs": "d.mar"}
+    saturated = {("resnet-18", "chelsea.png"): {"rps": 19.5, "ok": 30, "errors": {}, "concurrency": 4, "workers": 2},
+                 ("efficientnet-lite0", "chelsea.png"): {"rps": 60.0, "ok": 30, "errors": {}, "concurrency": 4,
+                                                         "workers": 2},
+                 ("efficientnet-lite0-int8", "chelsea.png"): {"rps": 90.0, "ok": 30, "errors": {}, "concurrency": 4,
+                                                              "workers": 2}}
+    models = {"efficientnet-lite0": "e.mar", "resnet-18": "r.mar", "resnet-18-docs": "d.mar",
+              "efficientnet-lite0-int8": "i.mar"}
     result = bench_compare.assemble(models, images, latency, floors, limits, saturated, "resnet-18")
     rows = {r["model"]: r for r in result["rows"]}
     assert rows["efficientnet-lite0"]["over_best"] == pytest.approx(17.0 / 14.5)
+    assert rows["efficientnet-lite0"]["ours_ms"] == pytest.approx(14.0)
+    assert rows["efficientnet-lite0"]["ours_over_best"] == pytest.approx(14.0 / 14.5)
+    # int8 is held to the fp32 weights' in-process best, not to its own
+    assert rows["efficientnet-lite0-int8"]["ours_over_best"] == pytest.approx(9.0 / 14.5)
     assert rows["resnet-18"]["over_docs"] == pytest.approx(0.75)
     assert rows["resnet-18"]["over_fused"] == pytest.approx(45.0 / 44.5)
     assert rows["resnet-18-docs"]["handler"] == "docs-style" and rows["resnet-18-docs"]["over_docs"] is None
-    (tput,) = result["throughput"]
-    assert tput["ratio"] == pytest.approx(19.5 / 20.0)
+    tput = {row["model"]: row for row in result["throughput"]}
+    assert tput["resnet-18"]["ratio"] == pytest.approx(19.5 / 20.0)
+    assert tput["efficientnet-lite0-int8"]["over_fp32_served"] == pytest.approx(1.5)
     verdicts = {t["target"]: t["met"] for t in result["targets"]}
-    assert verdicts == {"efficientnet-lite0 chelsea.png p50 <= 1.25x in-process best": True,
-                        "resnet-18 chelsea.png p50 <= 0.90x docs handler": True,
-                        "resnet-18 chelsea.png p50 <= 1.10x in-process MXNet fused": True,
-                        "resnet-18 chelsea.png throughput >= 0.95x in-process best": True}
+    assert verdicts == {
+        "efficientnet-lite0 chelsea.png ours (p50 - floor) <= 1.15x in-process best": True,
+        "efficientnet-lite0-int8 chelsea.png ours (p50 - floor) <= 0.80x fp32 in-process best": True,
+        "resnet-18 chelsea.png p50 <= 0.90x docs handler": True,
+        "resnet-18 chelsea.png p50 <= 1.10x in-process MXNet fused": True,
+        "resnet-18 chelsea.png throughput >= 0.95x in-process best": True,
+        "efficientnet-lite0 chelsea.png throughput >= 0.95x in-process best": False,
+        "efficientnet-lite0-int8 chelsea.png throughput >= 0.95x in-process best": False,
+        "efficientnet-lite0-int8 chelsea.png served throughput >= 1.40x fp32 archive's": True}
     result.update({"machine": {"hostname": "h", "vcpus": 2, "cpu": "c"}, "requests": 5, "limit_requests": 3,
                    "docs_handler_packed_by": "model-archiver"})
     text = bench_compare.render(result)
-    row = "| resnet-18 | chelsea.png | mmsctl | 45.0 | 3.0 | 0.750 | 40.5 (onnxruntime) | 1.111 | 44.5 | 1.011 |"
+    row = ("| resnet-18 | chelsea.png | mmsctl | 45.0 | 3.0 | 42.0 | 0.750 | 40.5 (onnxruntime) | 1.037 | 1.111 | 44.5 "
+           "| 1.011 |")
     assert row in text
 
 

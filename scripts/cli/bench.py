@@ -3,7 +3,7 @@ import os
 import sys
 
 from .. import bench
-from ..bench import sweep
+from ..bench import compare_handlers, sweep
 from ..bench.limit import add_limit
 from ..bench.reference import add_floor
 from ..errors import UsageError
@@ -88,6 +88,10 @@ def cmd_sweep(args):
     return written(sweep.run(config, price, progress=progress, message=progress.message), args, progress)
 
 
+def cmd_compare(args):
+    return compare_handlers.main(args=args)
+
+
 def cmd_random_resnet(args):
     print(sweep.build_random_resnet(args.export_path, layers=args.layers, name=args.name, seed=args.seed,
                                     force=args.force))
@@ -134,6 +138,14 @@ def add_commands(sub):
                                    ".mar at every start, a folder not at all)")
     add_load_options(sweep_parser)
     sweep_parser.set_defaults(func=cmd_sweep)
+
+    compare = command(kinds, "compare",
+                      "served vs MMS floor vs the in-process limit, fp32 vs int8, mmsctl vs a docs-style handler, "
+                      "one server, same-run ratios",
+                      "mmsctl bench compare --out bench-compare\n"
+                      "mmsctl bench compare --layers 18 --requests 6 --out quick")
+    compare_handlers.add_options(compare)
+    compare.set_defaults(func=cmd_compare)
 
     resnet = command(kinds, "random-resnet",
                      "archive a Gluon model-zoo ResNet v1 with random weights (a big model to bench)",
