@@ -32,7 +32,7 @@ Related knobs, and why most are left at MMS's defaults:
   single worker, so that several workers are not all pinned to the same cores.
 * ``OMP_WAIT_POLICY``, ``number_of_netty_threads``, ``netty_client_threads``,
   ``job_queue_size``: not set, because no measurement here showed them to help;
-  ``scripts/prove_profiles.py --env/--property`` measures a variant.
+  ``mmsctl bench profiles --env/--property`` measures a variant.
 
 Everything here is pure: ``build_profile`` computes, ``render_*`` return text;
 nothing reads the machine except the ``detect_*`` helpers, which callers bypass
@@ -397,7 +397,7 @@ def properties(profile):
         "default_response_timeout_seconds": str(profile.response_timeout_seconds),
         "max_request_size": str(profile.max_request_size),
         "max_response_size": str(profile.max_request_size),
-        # Measured twice (python -m mmsctl.request_costs, two servers side by side, requests alternating, busy
+        # Measured twice (mmsctl bench request-costs, two servers side by side, requests alternating, busy
         # 2-core machine): the MMS floor's p50 with / without async logging was 19.7 / 41.2 and 9.5 / 16.1 ms
         # (PNG body), 15.9 / 19.2 and 8.5 / 10.0 ms (JPEG); EfficientNet-Lite0 within noise (0.98-1.15x). Kept on.
         "async_logging": "true",

@@ -196,7 +196,7 @@ def test_compare_rows_and_targets_from_known_figures():
 @pytest.mark.unit
 @pytest.mark.parametrize("name", ["cpu-latency", "cpu-throughput", "ei"])
 def test_profiles_keep_async_logging_as_measured(name):
-    """Issue 11 item 5: async_logging=true measured better (python -m mmsctl.request_costs; the numbers are in
+    """Issue 11 item 5: async_logging=true measured better (mmsctl bench request-costs; the numbers are in
     config/profiles.py and the README), so every profile and the rendered reference files keep it."""
     profile = profiles.build_profile(name, vcpus=4)
     assert profiles.properties(profile)["async_logging"] == "true"

@@ -16,17 +16,19 @@ random_resnet       a ResNet archive with random weights
 run                 ``mmsctl bench``: server and/or in-process runs into one report
 sweep               ``mmsctl bench sweep``: seed 002's table over profiles and batch sizes
 soak                ``mmsctl soak``: hours of load, memory and error verdict
-compare_handlers    ``python -m mmsctl.bench_compare`` (named so: ``compare`` is the report function)
-request_costs       ``python -m mmsctl.request_costs``
-prove_profiles      ``python -m mmsctl.prove_profiles``
-two_models          ``python -m mmsctl.two_models``
-onnx_latency        ``python -m mmsctl.onnx_latency``
+shared              what the scenarios share: request body, model store, archive, aligned table
+compare_handlers    ``mmsctl bench compare`` (named so: ``compare`` is the report function)
+request_costs       ``mmsctl bench request-costs``
+prove_profiles      ``mmsctl bench profiles``
+two_models          ``mmsctl bench two-models``
+onnx_latency        ``mmsctl bench onnx-latency``
+compare_servers     ``mmsctl bench servers`` (MMS vs TorchServe)
 ==================  ===============================================================================
 
-The price table's loader lives beside the table, in :mod:`mmsctl.config.prices`. The script names
-run with ``python -m`` (``mmsctl.bench_compare``, ``request_costs``, ``prove_profiles``, ``two_models``,
-``onnx_latency``) and ``mmsctl.inprocess`` (the in-process child's entry point) are one-line modules
-in ``scripts/`` that run these.
+The price table's loader lives beside the table, in :mod:`mmsctl.config.prices`. The scenarios run as
+``mmsctl bench NAME`` (the table is :data:`mmsctl.cli.bench.SCENARIOS`; ``exporter-overhead`` lives with the
+metrics, in :mod:`mmsctl.metrics.overhead`); ``mmsctl.inprocess`` in ``scripts/`` is the in-process child's
+entry point.
 This package re-exports the names ``mmsctl.cli`` and the tests use as ``bench.NAME``.
 """
 from mmsctl.config.prices import Price, load_prices, prices_path, resolve_price  # noqa: F401

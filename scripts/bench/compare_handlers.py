@@ -26,7 +26,6 @@ in-process best of the fp32 weights (the int8 archive too: that is what int8 mus
     mmsctl bench compare --out bench-compare                  # about 6 minutes on 2 cores
     mmsctl bench compare --layers 18 --requests 6 --out quick  # a quick look
 """
-import argparse
 import json
 import os
 import sys
@@ -313,8 +312,13 @@ def render(result):
     return "\n".join(lines) + "\n"
 
 
+HELP = ("served vs MMS floor vs the in-process limit, fp32 vs int8, mmsctl vs a docs-style handler, one server, "
+        "same-run ratios")
+EXAMPLE = "mmsctl bench compare --out bench-compare\nmmsctl bench compare --layers 18 --requests 6 --out quick"
+
+
 def add_options(parser):
-    """The options of ``mmsctl bench compare`` (and of ``python -m mmsctl.bench_compare``)."""
+    """The options of ``mmsctl bench compare``."""
     parser.add_argument("--out", default="bench-compare", help="work folder: store, logs, compare.json/.md")
     parser.add_argument("--layers", type=int, default=152, help="ResNet depth: 18, 34, 50, 101 or 152 (default 152)")
     parser.add_argument("--requests", type=int, default=20, help="served requests per model and image (default 20)")
@@ -327,15 +331,7 @@ def add_options(parser):
     return parser
 
 
-def build_parser():
-    return add_options(argparse.ArgumentParser(
-        prog="python -m mmsctl.bench_compare", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m mmsctl.bench_compare --out bench-compare"))
-
-
-def main(argv=None, args=None):
-    args = args or build_parser().parse_args(argv)
+def main(args):
     if min(args.requests, args.limit_requests, args.throughput_requests) < 1 or args.warmup < 0:
         print("mmsctl: error: request counts must be at least 1 and --warmup not negative", file=sys.stderr)
         return 2
@@ -356,7 +352,3 @@ def main(argv=None, args=None):
         handle.write(text)
     print(text)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """CPU latency of the default model on each engine, measured in the same run.
 
-``python -m mmsctl.onnx_latency --requests 100 --out onnx-latency.json`` archives
+``mmsctl bench onnx-latency --requests 100 --out onnx-latency.json`` archives
 EfficientNet-Lite0 twice (``--engine mxnet`` and ``--engine onnxruntime``), serves both
 from one ``multi-model-server`` with the cpu-latency profile (one worker per model,
 all vCPUs as threads), and sends the same image to each model in turn, one request
@@ -8,23 +8,23 @@ at a time: request i goes to the MXNet model, then to the onnxruntime one, so bo
 see the same machine conditions. It prints p50/p95/mean per engine and the p50 ratio,
 and checks the two engines agree on the top class. Run it on a quiet machine.
 """
-import argparse
 import json
 import os
-import sys
 import tempfile
 
 from mmsctl import server
 from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
 from mmsctl.errors import MmsctlError, UsageError
-from mmsctl.files import read_regular
 from mmsctl.quickstart import bundled_image
 
 from .load import HttpSender, close_all, free_port, interleaved
+from .shared import message as progress, request_body
 from .stats import percentile
 
 ENGINES = ("mxnet", "onnxruntime")
+HELP = "the default model's CPU latency on MXNet and on onnxruntime, one server, requests interleaved"
+EXAMPLE = "mmsctl bench onnx-latency --requests 100 --out onnx-latency.json"
 
 
 class LatencyError(MmsctlError):
@@ -78,7 +78,7 @@ def run(requests_per_engine=100, warmup=5, image=None, workdir=None, vcpus=None,
         raise UsageError("--requests must be at least 1")
     if image is None:
         image = bundled_image()
-    body = read_regular(image)
+    body = request_body(image)
     with tempfile.TemporaryDirectory(prefix="mmsctl-onnx-latency-", dir=workdir) as tmp:
         store = os.path.join(tmp, "model_store")
         os.makedirs(store)
@@ -123,27 +123,19 @@ def render(report):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m mmsctl.onnx_latency", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m mmsctl.onnx_latency --requests 100 --out onnx-latency.json")
+def add_options(parser):
+    """The options of ``mmsctl bench onnx-latency``."""
     parser.add_argument("--requests", type=int, default=100, help="measured requests per engine (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per engine first (default 5)")
     parser.add_argument("--image", help="image to send (default: scikit-image's chelsea.png, CC0)")
     parser.add_argument("--vcpus", type=int, help="vCPUs the profile plans threads for (default: detected)")
     parser.add_argument("--workdir", help="folder for the temporary model store and server state")
     parser.add_argument("--out", help="write the report as JSON here")
-    args = parser.parse_args(argv)
-    try:
-        report = run(args.requests, args.warmup, args.image, args.workdir, args.vcpus, args.out,
-                     message=lambda text: print(text, file=sys.stderr))
-    except MmsctlError as err:
-        print("onnx_latency: error: %s" % err, file=sys.stderr)
-        return err.exit_code
+    return parser
+
+
+def main(args):
+    """``mmsctl bench onnx-latency``: measure and print the table."""
+    report = run(args.requests, args.warmup, args.image, args.workdir, args.vcpus, args.out, message=progress)
     print(render(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

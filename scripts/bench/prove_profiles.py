@@ -10,32 +10,30 @@ and prints one table. Every phase is bounded by a request count AND a time
 limit, whichever comes first. The rules predict cpu-latency has the lower p50 and
 cpu-throughput the higher requests/s; the table says whether that holds here.
 
-    python -m mmsctl.prove_profiles                      # efficientnet-lite0
-    python -m mmsctl.prove_profiles --archive resnet152  # random-weight ResNet-152
-    python -m mmsctl.prove_profiles --env OMP_WAIT_POLICY=PASSIVE --property job_queue_size=1000
+    mmsctl bench profiles                      # efficientnet-lite0
+    mmsctl bench profiles --archive resnet152  # random-weight ResNet-152
+    mmsctl bench profiles --env OMP_WAIT_POLICY=PASSIVE --property job_queue_size=1000
 
 ``--env``/``--property`` add a knob to both profiles, to measure whether it helps.
 Measure on a quiet machine: other processes on the cores change every number.
 """
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 
 from mmsctl import server
-from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
-from mmsctl.quickstart import bundled_image
+from mmsctl.errors import UsageError
 
 from . import load
 from .load import HttpSender, close_all, free_port
-from .random_resnet import build_random_resnet
+from .shared import ARCHIVES, aligned_table, build_archive, model_store, request_body
 from .stats import percentile
 
 PROFILES = ("cpu-latency", "cpu-throughput")
-ARCHIVES = ("efficientnet-lite0", "resnet152")
+HELP = "cpu-latency vs cpu-throughput on one archive: p50 at concurrency 1, requests/s under load"
+EXAMPLE = "mmsctl bench profiles --archive resnet152 --requests 100 --seconds 120"
 
 
 @dataclasses.dataclass
@@ -66,22 +64,12 @@ def run_phase(url, model, body, concurrency, requests, seconds):
                  sum(1 for _, status in result.samples if status != 200), result.elapsed_s)
 
 
-def build_archive(kind, store):
-    if kind == "resnet152":
-        return build_random_resnet(store, layers=152, name="resnet152", force=True)
-    return mxnet_checkpoint.build_efficientnet_lite0(store, force=True)
-
-
-def default_image():
-    return bundled_image()
-
-
 def pairs(values):
     out = {}
     for value in values or []:
         key, sep, val = value.partition("=")
         if not sep or not key:
-            raise SystemExit("expected KEY=VALUE, got %r" % value)
+            raise UsageError("expected KEY=VALUE, got %r" % value)
         out[key] = val
     return out
 
@@ -108,17 +96,14 @@ def measure(name, args, store, model_file, body, workdir):
 def render_table(rows, vcpus):
     header = ("profile", "workers x threads", "p50 c=1 (ms)", "p95 c=1 (ms)", "req/s c=%d" % (2 * vcpus),
               "p50 c=%d (ms)" % (2 * vcpus), "requests", "errors")
-    lines = [header]
+    lines = []
     for profile, _, latency, throughput in rows:
         lines.append((profile.name, "%d x %d" % (profile.workers, profile.omp_threads),
                        "%.1f" % latency.percentile(50), "%.1f" % latency.percentile(95),
                        "%.2f" % throughput.requests_per_s, "%.1f" % throughput.percentile(50),
                        "%d + %d" % (len(latency.latencies_ms), len(throughput.latencies_ms)),
                        str(latency.errors + throughput.errors)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
-    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(text)
+    return aligned_table(header, lines)
 
 
 def verdict(rows):
@@ -134,17 +119,13 @@ def verdict(rows):
                "yes" if rps else "NO", thr[1].requests_per_s, lat[1].requests_per_s))
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="prove_profiles", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example:\n  python -m mmsctl.prove_profiles --archive resnet152 "
-                                            "--requests 100 --seconds 120")
+def add_options(parser):
+    """The options of ``mmsctl bench profiles``."""
     parser.add_argument("--archive", choices=ARCHIVES, default="efficientnet-lite0",
                         help="model to serve (default efficientnet-lite0; resnet152 has random weights)")
     parser.add_argument("--model-store", help="folder for the archive (default: a temporary folder)")
     parser.add_argument("--image", help="request body (default: scikit-image's CC0 cat photo)")
-    parser.add_argument("--vcpus", type=int, default=profiles.detect_vcpus(),
-                        help="vCPUs the profiles plan for (default: detected, %(default)s)")
+    parser.add_argument("--vcpus", type=int, help="vCPUs the profiles plan for (default: detected)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=5, help="sequential requests before measuring (default 5)")
     parser.add_argument("--requests", type=int, default=50,
@@ -157,17 +138,18 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(args):
+    """``mmsctl bench profiles``: measure, print the table and the verdict."""
     names = [n.strip() for n in args.profiles.split(",") if n.strip()]
     unknown = [n for n in names if n not in PROFILES]
     if unknown:
-        raise SystemExit("only the CPU profiles are compared here, not %s" % ", ".join(unknown))
-    with open(args.image or default_image(), "rb") as handle:
-        body = handle.read()
+        raise UsageError("only the CPU profiles are compared here, not %s" % ", ".join(unknown))
+    for values in (args.env, args.property):
+        pairs(values)  # a bad KEY=VALUE is one line before anything is built
+    args.vcpus = args.vcpus or profiles.detect_vcpus()
+    body = request_body(args.image)
     with tempfile.TemporaryDirectory(prefix="prove-profiles-") as workdir:
-        store = os.path.abspath(args.model_store or os.path.join(workdir, "store"))
-        os.makedirs(store, exist_ok=True)
+        store = model_store(workdir, args.model_store)
         model_file = build_archive(args.archive, store)
         load_before = os.getloadavg()
         rows = [measure(name, args, store, model_file, body, workdir) for name in names]
@@ -193,7 +175,3 @@ def main(argv=None):
                                  "errors": lat.errors + thr.errors + warm.errors}
                                 for p, warm, lat, thr in rows]}, handle, indent=2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m mmsctl.request_costs``: what a request costs besides the model's own work.
+"""``mmsctl bench request-costs``: what a request costs besides the model's own work.
 
 Two parts, printed as tables:
 
@@ -12,15 +12,13 @@ Two parts, printed as tables:
    archive; requests at concurrency 1 alternate between the servers in small chunks, so
    both see the same machine. The profile keeps the setting only if it measures better.
 
-    python -m mmsctl.request_costs --requests 60
+    mmsctl bench request-costs --requests 60
 """
-import argparse
 import dataclasses
 import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import timeit
 
@@ -30,16 +28,17 @@ from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
 
 from mmsctl import server
-from mmsctl.errors import MmsctlError
-from mmsctl.files import read_regular
+from mmsctl.errors import UsageError
 from mmsctl.management import ManagementClient
-from mmsctl.quickstart import bundled_image
 
 from . import reference
 from .compare_handlers import DEFAULT_MODEL, camera_jpeg
 from .load import HttpSender, close_all, free_port, interleaved
+from .shared import message, model_store, request_body
 from .stats import percentile
 
+HELP = "what a request costs besides the model: body copy, PIL header, JSON, logging; async_logging A/B"
+EXAMPLE = "mmsctl bench request-costs --requests 60\nmmsctl bench request-costs --no-servers"
 ANSWER = [{"probability": 0.3858 - i * 0.05, "class": "n0212315%d tiger cat" % i} for i in range(5)]
 
 
@@ -49,7 +48,7 @@ def _median_us(statement, number=200, repeat=7):
 
 def worker_costs(bodies):
     """{what: microseconds per request} for each body, measured here (pure CPU work)."""
-    logger = logging.getLogger("mmsctl.request_costs.probe")
+    logger = logging.getLogger(__name__ + ".probe")
     logger.propagate = False
     with open(os.devnull, "w", encoding="utf-8") as sink:
         handler = logging.StreamHandler(sink)
@@ -127,44 +126,31 @@ def render(costs, shared, ab, requests):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mmsctl.request_costs", description=__doc__.split("\n\n")[0],
-                                     epilog="example:\n  python -m mmsctl.request_costs --requests 60",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_options(parser):
+    """The options of ``mmsctl bench request-costs``."""
     parser.add_argument("--requests", type=int, default=60, help="requests per server, model and body")
     parser.add_argument("--chunk", type=int, default=5, help="requests in a row before switching server")
     parser.add_argument("--no-servers", action="store_true", help="only the in-worker microbenchmarks")
     parser.add_argument("--vcpus", type=int)
     parser.add_argument("--out", help="work folder (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(args):
+    """``mmsctl bench request-costs``: the microbenchmarks, then (unless --no-servers) the logging A/B."""
     if args.requests < 1 or args.chunk < 1:
-        print("mmsctl: error: --requests and --chunk must be at least 1", file=sys.stderr)
-        return 2
-
-    def message(text):
-        print(text, file=sys.stderr, flush=True)
-
+        raise UsageError("--requests and --chunk must be at least 1")
     with tempfile.TemporaryDirectory(prefix="mmsctl-request-costs-") as tmp:
         out = os.path.abspath(args.out or tmp)
         os.makedirs(out, exist_ok=True)
-        bodies = {"chelsea.png": bundled_image(),
-                  "camera-1280x960.jpg": camera_jpeg(os.path.join(out, "camera-1280x960.jpg"))}
-        bodies = {name: read_regular(path) for name, path in bodies.items()}
+        bodies = {"chelsea.png": request_body(),
+                  "camera-1280x960.jpg": request_body(camera_jpeg(os.path.join(out, "camera-1280x960.jpg")))}
         costs, shared = worker_costs(bodies)
         ab = {}
         if not args.no_servers:
-            store = os.path.join(out, "store")
-            os.makedirs(store, exist_ok=True)
-            try:
-                if not os.path.isfile(os.path.join(store, DEFAULT_MODEL + ".mar")):
-                    mxnet_checkpoint.build_efficientnet_lite0(store)
-                ab = logging_ab(store, bodies, args.requests, args.chunk, args.vcpus, out, message)
-            except MmsctlError as err:
-                print("mmsctl: error: %s" % err, file=sys.stderr)
-                return 1
+            store = model_store(out)
+            if not os.path.isfile(os.path.join(store, DEFAULT_MODEL + ".mar")):
+                mxnet_checkpoint.build_efficientnet_lite0(store)
+            ab = logging_ab(store, bodies, args.requests, args.chunk, args.vcpus, out, message)
         print(render(costs, shared, ab, args.requests))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

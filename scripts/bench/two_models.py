@@ -10,12 +10,11 @@ Each configuration is a real server (``mmsctl.server.start``) with models ``a`` 
 for ``--seconds``, and the table gives p50 and requests/s per model, and the after/before
 ratios, all from one run (``--rounds`` alternates the two configurations).
 
-    python -m mmsctl.two_models                         # efficientnet-lite0, detected vCPUs
-    python -m mmsctl.two_models --vcpus 2 --seconds 30 --rounds 2
+    mmsctl bench two-models                         # efficientnet-lite0, detected vCPUs
+    mmsctl bench two-models --vcpus 2 --seconds 30 --rounds 2
 
 A measurement, not a test: other processes on the cores change every number.
 """
-import argparse
 import dataclasses
 import os
 import sys
@@ -26,9 +25,12 @@ from mmsctl import server
 from mmsctl.config import profiles
 
 from .load import free_port
-from .prove_profiles import ARCHIVES, build_archive, default_image, run_phase
+from .prove_profiles import run_phase
+from .shared import ARCHIVES, aligned_table, build_archive, model_store, request_body
 
 MODELS = ("a", "b")
+HELP = "two models on one server, both under load: the old per-model plan against the core budget"
+EXAMPLE = "mmsctl bench two-models --vcpus 2 --seconds 30 --rounds 2"
 
 
 def old_plan(profile, names):
@@ -61,7 +63,7 @@ def measure(label, profile, store, archive, body, args, workdir):
 
 def render(rows):
     header = ("plan", "model", "workers x threads", "p50 (ms)", "req/s", "errors")
-    lines = [header]
+    lines = []
     for label, profile, phases in rows:
         for plan in profile.plan:
             phase = phases[plan.name]
@@ -70,10 +72,7 @@ def render(rows):
         total = sum(phases[name].requests_per_s for name in MODELS)
         lines.append((label, "both", "%d threads in all" % sum(p.workers * p.threads for p in profile.plan), "",
                       "%.2f" % total, ""))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
-    text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(text)
+    return aligned_table(header, lines)
 
 
 def ratios(rows):
@@ -88,15 +87,13 @@ def ratios(rows):
     return "\n".join(out)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="two_models", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example:\n  python -m mmsctl.two_models --vcpus 2 --seconds 30 --rounds 2")
+def add_options(parser):
+    """The options of ``mmsctl bench two-models``."""
     parser.add_argument("--archive", choices=ARCHIVES, default="efficientnet-lite0")
     parser.add_argument("--model-store", help="folder for the archive (default: a temporary folder)")
     parser.add_argument("--image", help="request body (default: scikit-image's CC0 cat photo)")
     parser.add_argument("--profile", default="cpu-latency", choices=["cpu-latency", "cpu-throughput"])
-    parser.add_argument("--vcpus", type=int, default=profiles.detect_vcpus(), help="default: detected (%(default)s)")
+    parser.add_argument("--vcpus", type=int, help="vCPUs the profiles plan for (default: detected)")
     parser.add_argument("--concurrency", type=int, default=2, help="clients per model (default 2)")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of load per configuration (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="requests per model before measuring (default 5)")
@@ -104,13 +101,12 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    with open(args.image or default_image(), "rb") as handle:
-        body = handle.read()
+def main(args):
+    """``mmsctl bench two-models``: measure both plans, print the table and the ratios."""
+    args.vcpus = args.vcpus or profiles.detect_vcpus()
+    body = request_body(args.image)
     with tempfile.TemporaryDirectory(prefix="two-models-") as workdir:
-        store = os.path.abspath(args.model_store or os.path.join(workdir, "store"))
-        os.makedirs(store, exist_ok=True)
+        store = model_store(workdir, args.model_store)
         archive = os.path.basename(build_archive(args.archive, store))
         rows = []
         load = os.getloadavg()[0]
@@ -129,7 +125,3 @@ def main(argv=None):
     print(render(rows))
     print(ratios(rows))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,29 @@
-"""``mmsctl bench`` (a server, the in-process limit, or both), ``bench sweep``, ``bench random-resnet``."""
+"""``mmsctl bench`` (a server, the in-process limit, or both), ``bench sweep``, ``bench random-resnet``, and the
+named measuring scenarios of :data:`SCENARIOS` (``bench compare``, ``bench profiles``, ...)."""
 import os
 import sys
 
 from .. import bench
-from ..bench import compare_handlers, sweep
+from ..bench import compare_handlers, compare_servers, onnx_latency, prove_profiles, request_costs, sweep, two_models
 from ..bench.limit import add_limit
 from ..bench.reference import add_floor
 from ..errors import UsageError
+from ..metrics import overhead
 from ..quickstart import bundled_image
 from .common import command
+
+#: ``mmsctl bench NAME``: one measuring question each. A scenario module has ``HELP`` (one line), ``EXAMPLE``
+#: (``mmsctl bench NAME ...`` lines), ``add_options(parser)`` and ``main(args)`` (the exit status); its errors
+#: are :class:`~mmsctl.errors.MmsctlError`, one line from :func:`mmsctl.cli.main`.
+SCENARIOS = {
+    "compare": compare_handlers,
+    "request-costs": request_costs,
+    "two-models": two_models,
+    "profiles": prove_profiles,
+    "onnx-latency": onnx_latency,
+    "servers": compare_servers,
+    "exporter-overhead": overhead,
+}
 
 
 def add_load_options(parser):
@@ -88,17 +103,14 @@ def cmd_sweep(args):
     return written(sweep.run(config, price, progress=progress, message=progress.message), args, progress)
 
 
-def cmd_compare(args):
-    return compare_handlers.main(args=args)
-
-
 def cmd_random_resnet(args):
     print(sweep.build_random_resnet(args.export_path, layers=args.layers, name=args.name, seed=args.seed,
                                     force=args.force))
 
 
 def add_commands(sub):
-    """``mmsctl bench`` (a server, the in-process limit, or both) and ``bench sweep`` / ``bench random-resnet``."""
+    """``mmsctl bench`` (a server, the in-process limit, or both), ``bench sweep``, the scenarios of
+    :data:`SCENARIOS` and ``bench random-resnet``."""
     parser = command(sub, "bench",
                      "latency, throughput and cost per 100k requests of a server or of the in-process limit",
                      "mmsctl bench --url http://127.0.0.1:8080 --model efficientnet-lite0 --input chelsea.png \\\n"
@@ -139,13 +151,10 @@ def add_commands(sub):
     add_load_options(sweep_parser)
     sweep_parser.set_defaults(func=cmd_sweep)
 
-    compare = command(kinds, "compare",
-                      "served vs MMS floor vs the in-process limit, fp32 vs int8, mmsctl vs a docs-style handler, "
-                      "one server, same-run ratios",
-                      "mmsctl bench compare --out bench-compare\n"
-                      "mmsctl bench compare --layers 18 --requests 6 --out quick")
-    compare_handlers.add_options(compare)
-    compare.set_defaults(func=cmd_compare)
+    for name, module in SCENARIOS.items():
+        scenario = command(kinds, name, module.HELP, module.EXAMPLE)
+        module.add_options(scenario)
+        scenario.set_defaults(func=module.main)
 
     resnet = command(kinds, "random-resnet",
                      "archive a Gluon model-zoo ResNet v1 with random weights (a big model to bench)",

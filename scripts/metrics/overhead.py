@@ -1,18 +1,15 @@
 """What the exporter costs a served model: p50 at concurrency 1 and requests/s at
 concurrency 2, with and without the exporter, on one server in one run.
 
-    python -m mmsctl.metrics.overhead --archive model_store/efficientnet-lite0.mar --rounds 3 --duration 15
+    mmsctl bench exporter-overhead --archive model_store/efficientnet-lite0.mar --rounds 3 --duration 15
 
 Phases alternate (off, on, on, off, ...) so that drift of a busy machine falls on both
 sides; with the exporter on, a thread scrapes /metrics every second, as an aggressive
 Prometheus would. Prints a Markdown table with the medians over rounds and the ratios.
 """
-import argparse
 import json
 import os
-import random
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -22,22 +19,15 @@ import psutil
 import requests
 
 from mmsctl import bench, server
+from mmsctl.bench.load import free_port
+from mmsctl.bench.shared import request_body
 from mmsctl.config import profiles
-from mmsctl.quickstart import bundled_image
+from mmsctl.errors import UsageError
 
 from . import runner
 
-
-def _free_port():
-    for _ in range(200):
-        port = random.randrange(20000, 32000)  # MMS 1.1.11 refuses ports from 32767 up
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise OSError("no free port in 20000-32000")
+HELP = "what the metrics exporter costs a served model: p50 and requests/s with and without it, one server"
+EXAMPLE = "mmsctl bench exporter-overhead --archive model_store/efficientnet-lite0.mar --rounds 3 --duration 15"
 
 
 def _scraper(url, stop):
@@ -66,8 +56,8 @@ def measure(state, model, body, duration):
 def run(archive, body, rounds=3, duration=15.0, vcpus=None, out=print):
     store = os.path.dirname(os.path.abspath(archive))
     model = os.path.splitext(os.path.basename(archive))[0]
-    profile = profiles.build_profile("cpu-latency", vcpus=vcpus, model_store=store, inference_port=_free_port(),
-                                     management_port=_free_port())
+    profile = profiles.build_profile("cpu-latency", vcpus=vcpus, model_store=store, inference_port=free_port(),
+                                     management_port=free_port())
     state_dir = tempfile.mkdtemp(prefix="mmsctl-overhead-")
     state = server.start(profile, state_dir, {model: os.path.basename(archive)})
     results = {"off": [], "on": []}
@@ -80,7 +70,7 @@ def run(archive, body, rounds=3, duration=15.0, vcpus=None, out=print):
         for mode in order:
             stop = threading.Event()
             if mode == "on":
-                url = runner.start_child(state_dir, port=_free_port())
+                url = runner.start_child(state_dir, port=free_port())
                 with open(os.path.join(state_dir, runner.METRICS_FILE), encoding="utf-8") as handle:
                     child = psutil.Process(json.load(handle)["pid"])
                 _scraper(url, stop)
@@ -113,21 +103,19 @@ def run(archive, body, rounds=3, duration=15.0, vcpus=None, out=print):
     return {"off": results["off"], "on": results["on"]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mmsctl.metrics.overhead", description=__doc__.split("\n\n")[0])
+def add_options(parser):
+    """The options of ``mmsctl bench exporter-overhead``."""
     parser.add_argument("--archive", required=True, help="FILE.mar in its model store")
     parser.add_argument("--input", help="request body (default: scikit-image's chelsea.png)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
     parser.add_argument("--vcpus", type=int)
-    args = parser.parse_args(argv)
-    if args.input is None:
-        args.input = bundled_image()
-    with open(args.input, "rb") as handle:
-        body = handle.read()
-    run(args.archive, body, rounds=args.rounds, duration=args.duration, vcpus=args.vcpus)
+    return parser
+
+
+def main(args):
+    """``mmsctl bench exporter-overhead``: measure and print the table."""
+    if not os.path.isfile(args.archive):
+        raise UsageError("--archive %s is not a file: give FILE.mar in its model store" % args.archive)
+    run(args.archive, request_body(args.input), rounds=args.rounds, duration=args.duration, vcpus=args.vcpus)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

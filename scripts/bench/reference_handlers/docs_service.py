@@ -1,6 +1,6 @@
 """A handler written the way MMS's custom-service documentation shows it.
 
-This is the independent yardstick of ``python -m mmsctl.bench_compare``: what a
+This is the independent yardstick of ``mmsctl bench compare``: what a
 user writes from MMS's docs ("Custom Service", the MXNet vision service example):
 ``mx.model.load_checkpoint`` + ``mx.mod.Module`` bound for inference, PIL to
 decode the whole image, resize (the model's interpolation) and centre crop to 224, mean/std, softmax, the

@@ -1,26 +1,30 @@
 """p50 of one archive on MMS 1.1.11 and on TorchServe 0.12, same run, same body (issue 18).
 
-    MMSCTL_TORCHSERVE=~/.cache/mmsctl/torchserve-venv-... python -m mmsctl.compare_servers [--requests 200]
+    MMSCTL_TORCHSERVE=~/.cache/mmsctl/torchserve-venv-... mmsctl bench servers [--requests 200]
 
 Builds the default archive (``--engine auto``: both engines, served on onnxruntime; ``--engine mxnet`` to compare
 MXNet), starts both servers with the cpu-latency profile, warms each, then sends the requests
 one at a time, alternating between the servers, so that whatever else runs on the machine
 weighs on both alike. Prints p50/p90 per server and the TorchServe/MMS ratio. Loopback only.
 """
-import argparse
 import os
-import sys
 import tempfile
 import time
 
 import requests
 
+from mmsctl import server, torchserve
+from mmsctl.archives import mxnet_checkpoint
 from mmsctl.config import profiles
 
-from . import server, torchserve
-from .errors import MmsctlError
-from .bench import percentile
-from .prove_profiles import default_image, free_port
+from .errors import BenchError
+from .load import free_port
+from .shared import model_store, request_body
+from .stats import percentile
+
+HELP = ("p50 of the default archive on MMS 1.1.11 and on TorchServe (torchserve from $MMSCTL_TORCHSERVE or PATH), "
+        "same run, requests alternating")
+EXAMPLE = "mmsctl bench servers --requests 200\nmmsctl bench servers --requests 200 --engine mxnet"
 
 
 def timed_post(session, url, body):
@@ -28,7 +32,7 @@ def timed_post(session, url, body):
     reply = session.post(url, data=body, headers={"Content-Type": "application/octet-stream"}, timeout=120)
     elapsed = (time.perf_counter() - started) * 1000.0
     if reply.status_code != 200:
-        raise SystemExit("%s answered %d: %s" % (url, reply.status_code, reply.text[:200]))
+        raise BenchError("%s answered %d: %s" % (url, reply.status_code, reply.text[:200].replace("\n", " ")))
     return elapsed, reply.json()
 
 
@@ -65,22 +69,24 @@ def render(latencies, vcpus):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_options(parser):
+    """The options of ``mmsctl bench servers``."""
     parser.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "mxnet"],
                         help="the archive built: auto (default: the default archive, both engines, served on "
                              "onnxruntime), or one engine")
     parser.add_argument("--image", help="request body (default: scikit-image's chelsea.png)")
     parser.add_argument("--requests", type=int, default=200, help="measured requests per server (default 200)")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--vcpus", type=int, default=profiles.detect_vcpus())
-    args = parser.parse_args(argv)
-    from mmsctl.archives import mxnet_checkpoint
-    with open(args.image or default_image(), "rb") as handle:
-        body = handle.read()
+    parser.add_argument("--vcpus", type=int, help="vCPUs the profile plans threads for (default: detected)")
+    return parser
+
+
+def main(args):
+    """``mmsctl bench servers``: measure both servers, print the table; 1 when their answers differ."""
+    args.vcpus = args.vcpus or profiles.detect_vcpus()
+    body = request_body(args.image)
     with tempfile.TemporaryDirectory(prefix="compare-servers-") as workdir:
-        store = os.path.join(workdir, "store")
-        os.makedirs(store)
+        store = model_store(workdir)
         mxnet_checkpoint.build_efficientnet_lite0(store, engine=args.engine)
         models = {"efficientnet-lite0": "efficientnet-lite0.mar"}
         states = {}
@@ -104,10 +110,3 @@ def main(argv=None):
         args.engine, len(body), "identical" if same else "DIFFER"))
     print(render(latencies, args.vcpus))
     return 0 if same else 1
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MmsctlError as err:
-        sys.exit("compare_servers: error: %s" % err)
