@@ -72,6 +72,18 @@ def opencv():
     return cv2
 
 
+def decoder_description():
+    """What decodes images in this process, for reports.
+
+    >>> decoder_description().endswith("Pillow crop-only resize")
+    True
+    """
+    cv2 = opencv()
+    decode = ("OpenCV %s (JPEG), Pillow %s (others)" % (cv2.__version__, Image.__version__) if cv2 is not None
+              else "Pillow %s" % Image.__version__)
+    return decode + ", Pillow crop-only resize"
+
+
 def jpeg_scale(size, min_size):
     """The DCT scale denominator (1, 2, 4 or 8) that keeps both sides at least ``min_size``.
 

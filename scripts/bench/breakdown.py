@@ -125,10 +125,11 @@ def _verdict(met):
 def render_limit(limit):
     """Markdown lines: each engine of the independent limit on each input, or why it did not run."""
     lines = ["## Independent in-process limit", "",
-             "One process with %d threads, no server, the archive's own decode and resize, each engine on the "
-             "same weights (not the archive's engine choice); p50 per part over %s requests." % (
-                 limit.get("threads", 0), ", ".join(sorted({str(f["requests"]) for e in limit["engines"].values()
-                                                            for f in e.get("inputs", {}).values()})) or "0"), ""]
+             "One process with %d threads, no server, the archive's preprocessing with the newest decoder here "
+             "(%s), each engine on the same weights (not the archive's engine choice); p50 per part over %s "
+             "requests." % (limit.get("threads", 0), limit.get("decoder", "the archive's own"),
+                            ", ".join(sorted({str(f["requests"]) for e in limit["engines"].values()
+                                              for f in e.get("inputs", {}).values()})) or "0"), ""]
     body = []
     for key in limit.get("inputs", []):
         best = limit.get("best", {}).get(key)

@@ -10,13 +10,14 @@ engine that can run the archive's weights:
   MXNet-only archive the checkpoint is exported to ONNX first, and when that fails
   the engine is reported unavailable with the reason.
 
-Every request runs the archive's own decode and resize (``mmsctl_handlers.imaging``
-from the archive, the code a worker runs), the forward pass, and the answer
-(softmax, top-k, JSON), each timed on its own. Engines run one after the other,
+Every request runs the newest decode and resize installed here (``mmsctl.handlers.imaging``:
+OpenCV where installed, Pillow's crop-only resize), with the archive's preprocessing
+spec, whatever handler code the archive carries (a yardstick never uses less than the
+machine has), then the forward pass and the answer (softmax, top-k, JSON), each timed
+on its own. Engines run one after the other,
 never side by side. The fastest engine (p50 of the whole request) is the limit.
 """
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -29,7 +30,8 @@ import numpy as np
 
 from mmsctl.archives import mar, onnx_model
 from mmsctl.config.profiles import detect_vcpus
-from mmsctl.handlers.contract import HANDLER_PACKAGE, SIGNATURE_FILE
+from mmsctl.handlers import imaging, topk  # the newest decoder here, not the archive's copy
+from mmsctl.handlers.contract import SIGNATURE_FILE
 
 from mmsctl.errors import UsageError
 
@@ -129,9 +131,6 @@ def child_main(argv=None):
     model_dir = os.path.realpath(args.model_dir)
     with open(os.path.join(model_dir, SIGNATURE_FILE), encoding="utf-8") as handle:
         signature = json.load(handle)
-    sys.path.insert(0, model_dir)  # the archive's own handler package, not the installed one
-    imaging = importlib.import_module(HANDLER_PACKAGE + ".imaging")
-    topk = importlib.import_module(HANDLER_PACKAGE + ".topk")
     post = signature.get("postprocess") or {}
     with open(os.path.join(model_dir, post.get("synset", "synset.txt")), encoding="utf-8") as handle:
         labels = [line.rstrip("\r\n") for line in handle if line.strip()]
@@ -143,7 +142,7 @@ def child_main(argv=None):
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in input_spec["shape"])
     entries = _engine_entries(signature)
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    result = {"threads": threads, "engines": {}}
+    result = {"threads": threads, "engines": {}, "decoder": imaging.decoder_description()}
     with tempfile.TemporaryDirectory(prefix="mmsctl-limit-") as tmp:
         for engine in args.engines.split(","):
             started = time.perf_counter()
