@@ -396,3 +396,16 @@ def test_fast_decoding_keeps_the_top5(efficientnet, name, size):
     print("%s: probabilities differ by up to %.5f; pixels (normalised) by up to %.4f" % (
         name, float(np.abs(probabilities[0] - probabilities[1]).max()), float(np.abs(before - after).max())))
     assert classes[0] == classes[1]
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_in_place_normalisation_equals_the_plain_formula(order):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    spec = {"height": 224, "width": 224, "resize": 0, "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+            "channel_order": order}
+    pixels = np.asarray(image, dtype=np.float32)
+    if order == "BGR":
+        pixels = pixels[:, :, ::-1]
+    plain = ((pixels - np.float32(spec["mean"])) / np.float32(spec["std"])).transpose(2, 0, 1)
+    got = imaging.to_array(image, spec)
+    assert got.flags["C_CONTIGUOUS"] and got.dtype == np.float32 and np.array_equal(got, plain)
