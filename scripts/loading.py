@@ -64,34 +64,72 @@ def _model_of(cmdline):
         return None
 
 
-def worker_processes(frontend, model):
-    """The forked worker processes of ``model`` under ``frontend`` (not its backend process)."""
-    found = []
+def _temp_dir(frontend):
+    """The frontend's TEMP (``-Djava.io.tmpdir=``), where its workers' sockets live; None if unknown."""
     try:
-        procs = frontend.children(recursive=True)
+        for arg in frontend.cmdline():
+            if arg.startswith("-Djava.io.tmpdir="):
+                return os.path.join(arg.split("=", 1)[1], "")
     except psutil.Error:
-        return found
-    backends = set()
-    named = []
-    for proc in procs:
+        pass
+    return None
+
+
+def _sock_name(cmdline):
+    try:
+        return cmdline[cmdline.index("--sock-name") + 1]
+    except (ValueError, IndexError):
+        return ""
+
+
+def model_processes(frontend, model):
+    """``(listeners, forks)``: the live processes of ``model`` served by ``frontend``.
+
+    A listener is the model's ``model_service_worker.py`` process whose parent is not one: the frontend's
+    child, or one the supervisor of ``mmsctl serve`` started again on the same socket (in the frontend's
+    TEMP) after MMS's died; its forks are the workers.
+    """
+    temp = _temp_dir(frontend)
+    procs = {}
+    try:
+        for proc in frontend.children(recursive=True):
+            procs[proc.pid] = proc
+    except psutil.Error:
+        pass
+    if temp:
+        for proc in psutil.process_iter(["cmdline"]):
+            if proc.pid not in procs and is_worker(proc.info["cmdline"]) \
+                    and _sock_name(proc.info["cmdline"]).startswith(temp):
+                procs[proc.pid] = proc
+    named = {}
+    for proc in procs.values():
         try:
             if _model_of(proc.cmdline()) == model and proc.status() != psutil.STATUS_ZOMBIE:
-                named.append(proc)
+                named[proc.pid] = proc
         except psutil.Error:
             continue
-    for proc in named:
+    listeners, forks = [], []
+    for proc in named.values():
         try:
-            if proc.ppid() == frontend.pid:
-                backends.add(proc.pid)
+            parent = proc.ppid()
         except psutil.Error:
             continue
-    for proc in named:
-        try:
-            if proc.pid not in backends and proc.ppid() in backends:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+        if parent in named or has_loaded(proc):  # a fork, or one orphaned by its listener's death
+            forks.append(proc)
+        else:
+            listeners.append(proc)
+    return listeners, forks
+
+
+def worker_processes(frontend, model):
+    """The forked worker processes of ``model`` under ``frontend`` (not its listener)."""
+    return model_processes(frontend, model)[1]
+
+
+def backend_processes(frontend, model):
+    """Every live process of ``model`` under ``frontend``: its listener and the listener's forks."""
+    listeners, forks = model_processes(frontend, model)
+    return listeners + forks
 
 
 def is_torchserve(frontend):
@@ -109,22 +147,6 @@ def has_loaded(proc):
     except OSError:
         return False
     return target.endswith("-stdout")
-
-
-def backend_processes(frontend, model):
-    """Every live process of ``model`` under ``frontend``: its listener and the listener's forks."""
-    found = []
-    try:
-        procs = frontend.children(recursive=True)
-    except psutil.Error:
-        return found
-    for proc in procs:
-        try:
-            if _model_of(proc.cmdline()) == model and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def load_status(client, name, frontend=None, described=None):

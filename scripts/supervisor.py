@@ -44,6 +44,10 @@ from .errors import ManagementError, ServerError
 from .management import ManagementClient
 
 RECORD_FILE = "heals.json"
+LISTENERS_LOG = "restarted_listeners.log"
+RESTART_LISTENER, REREGISTER = "restart-listener", "reregister"
+#: Seconds a listener started again has to get its model loaded before the model is registered again instead.
+RESTART_BOUND = 30.0
 PID_FILE = "supervisor.json"
 LOG_FILE = "supervisor.log"
 
@@ -70,14 +74,15 @@ def read_record(state_dir):
 
 
 def _listener(frontend, name):
-    """The model's live listener process (the frontend's child), or None."""
-    for proc in loading.backend_processes(frontend, name):
-        try:
-            if proc.ppid() == frontend.pid:
-                return proc
-        except psutil.Error:
-            continue
-    return None
+    """The model's live listener process, or None."""
+    listeners = loading.model_processes(frontend, name)[0]
+    return listeners[0] if listeners else None
+
+
+def _port_of_socket(cmdline):
+    name = cmdline[cmdline.index("--sock-name") + 1] if "--sock-name" in cmdline else ""
+    suffix = name.rsplit(".", 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
 
 
 def _loading_now(frontend, name):
@@ -87,16 +92,20 @@ def _loading_now(frontend, name):
 
 class Supervisor:
     def __init__(self, state, grace=DEFAULT_GRACE, slow_grace=DEFAULT_SLOW_GRACE, max_failures=DEFAULT_MAX_FAILURES,
-                 window=DEFAULT_WINDOW, interval=1.0, watch_interval=0.2, log=None):
+                 window=DEFAULT_WINDOW, interval=1.0, watch_interval=0.1, log=None, heal_by=RESTART_LISTENER):
         self.state = state
         self.state_dir = state.state_dir
         self.grace, self.slow_grace = grace, slow_grace
         self.max_failures, self.window = max_failures, window
         self.interval, self.watch_interval = interval, watch_interval
+        self.heal_by = heal_by
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.client = ManagementClient(state.management_url, timeout=10)
         self.frontend = None
         self.listeners = {}  # model -> its listener process, last seen alive
+        self.specs = {}  # model -> (pid, command line, environment, folder) of its listener, to start it again
+        self.restarting = {}  # model -> (Popen, registration, cause, monotonic time): listener started again
+        self.adopted = {}  # pid -> (model, port, Popen): listeners this supervisor started, alive
         self.short_since = {}  # model -> monotonic time it was first seen short of loaded workers
         self.fenced = {}  # model -> (registration, cause, monotonic time): scaled to 0 workers, to be healed
         self.failed_at = {}  # model -> [monotonic times of failed heals]
@@ -159,9 +168,30 @@ class Supervisor:
                 if err.status == 404:  # unregistered (its listener went with it)
                     continue
                 raise
-            if (described.get("minWorkers") or 0) < 1:
+            if (described.get("minWorkers") or 0) < 1 or name in self.restarting:
                 continue
-            self._fence(name, described, "listener-died: its listener process (pid %d) died" % proc.pid)
+            cause = "listener-died: its listener process (pid %d) died" % proc.pid
+            if self.heal_by == RESTART_LISTENER and name in self.specs:
+                self._restart_listener(name, described, cause)
+            else:
+                self._fence(name, described, cause)
+
+    def _restart_listener(self, name, described, cause):
+        """Start the dead listener again: same command line, environment, folder and socket. MMS's worker
+        threads retry that socket (1, 1, 2, 3, 5 ... s apart): they connect, load the model in a new fork, and
+        serve the requests that waited in the model's queue. No request is lost and nothing is registered."""
+        _pid, cmdline, environ, cwd = self.specs[name]
+        with open(os.path.join(self.state_dir, "logs", LISTENERS_LOG), "ab") as out:
+            popen = subprocess.Popen(cmdline, env=environ, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT)
+        port = _port_of_socket(cmdline)
+        self.adopted[popen.pid] = (name, port, popen)
+        self.restarting[name] = (popen, self._registration(name, described), cause, time.monotonic())
+        self._count("heals", name, cause.split(":", 1)[0])
+        try:
+            self.listeners[name] = psutil.Process(popen.pid)
+        except psutil.Error:
+            pass
 
     def _fence(self, name, described, cause):
         registration = self._registration(name, described)
@@ -189,8 +219,31 @@ class Supervisor:
         names = [m["modelName"] for m in self.client.list()]
         for name in set(self.listeners) - set(names):
             del self.listeners[name]
+        self._check_adopted(names)
+        for name, (popen, registration, cause, since) in list(self.restarting.items()):
+            if name not in names:
+                del self.restarting[name]
+                continue
+            described = self.client.describe(name)
+            status = loading.load_status(self.client, name, frontend, described)
+            target = registration["workers"] or 1
+            if (status["loadedWorkers"] or 0) >= target:
+                del self.restarting[name]
+                self.log("mmsctl supervisor: healed model %s (cause %s) by starting its listener again (pid %d): "
+                         "%d worker%s loaded it %.1f s later" % (name, cause, popen.pid, target,
+                                                                   "" if target == 1 else "s", now - since))
+            elif popen.poll() is not None or now - since > RESTART_BOUND:
+                del self.restarting[name]
+                self._stop_adopted(popen.pid)
+                self.log("mmsctl supervisor: the listener of model %s started again (pid %d) %s; registering the "
+                         "model again" % (name, popen.pid, "exited with status %s" % popen.returncode
+                                          if popen.returncode is not None else "got no worker loaded in %.0f s"
+                                          % RESTART_BOUND))
+                self._failed(name, cause, "restart-listener", "no worker loaded it", since, retry=False)
+                if name not in self.record["gave_up"]:
+                    self._heal(name, registration, "listener-restart-failed: after %s" % cause)
         for name in names:
-            if name in self.record["gave_up"] or name in self.lost or name in self.fenced:
+            if name in self.record["gave_up"] or name in self.lost or name in self.fenced or name in self.restarting:
                 continue
             try:
                 described = self.client.describe(name)
@@ -209,6 +262,11 @@ class Supervisor:
         listener = _listener(frontend, name)
         if listener is not None:
             self.listeners[name] = listener
+            if self.specs.get(name, (None,))[0] != listener.pid:
+                try:
+                    self.specs[name] = (listener.pid, listener.cmdline(), listener.environ(), listener.cwd())
+                except psutil.Error:
+                    pass
         if target < 1:  # the operator scaled it to 0: left alone
             self.short_since.pop(name, None)
             return None
@@ -228,6 +286,41 @@ class Supervisor:
             return "listener-died: no live listener process, %d of %d workers loaded for %.1f s" % (
                 status["loadedWorkers"], target, waited)
         return None
+
+    def _check_adopted(self, names):
+        """Stop the listeners this supervisor started whose model is gone (unregistered, registered again on
+        another socket, or scaled to no worker at all); reap those that exited."""
+        for pid, (name, port, popen) in list(self.adopted.items()):
+            if popen.poll() is not None:
+                del self.adopted[pid]
+                continue
+            keep = name in names
+            if keep:
+                try:
+                    described = self.client.describe(name)
+                except ManagementError as err:
+                    if err.status != 404:
+                        raise
+                    described = {}
+                ports = {str(w.get("id", "")).split("-", 1)[0] for w in described.get("workers", [])}
+                keep = bool(described) and (described.get("maxWorkers") or 0) > 0 and (not ports or str(port) in ports)
+            if not keep:
+                self._stop_adopted(pid)
+
+    def _stop_adopted(self, pid):
+        _name, _port, popen = self.adopted.pop(pid, (None, None, None))
+        if popen is None:
+            return
+        try:
+            procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        popen.wait(10)
 
     def _registration(self, name, described):
         settings = self.state.settings.get(name, {})
@@ -262,14 +355,15 @@ class Supervisor:
             name, cause, time.monotonic() - started))
         return True
 
-    def _failed(self, name, cause, step, err, started):
+    def _failed(self, name, cause, step, err, started, retry=True):
         now = time.monotonic()
         times = [t for t in self.failed_at.get(name, []) if now - t <= self.window] + [now]
         self.failed_at[name] = times
         self.retry_at[name] = now + self.grace * 2 ** len(times)
         self.record["failures"][name] = self.record["failures"].get(name, 0) + 1
-        self.log("mmsctl supervisor: heal of model %s (cause %s) failed at %s after %.1f s: %s" % (
-            name, cause, step, now - started, err))
+        if retry:
+            self.log("mmsctl supervisor: heal of model %s (cause %s) failed at %s after %.1f s: %s" % (
+                name, cause, step, now - started, err))
         if len(times) >= self.max_failures:
             why = "%d heals failed within %.0f s (last: %s)" % (len(times), self.window, str(err)[:300])
             self.record["gave_up"][name] = why
@@ -338,10 +432,15 @@ def add_options(parser):
     parser.add_argument("--heal-give-up", type=int, default=DEFAULT_MAX_FAILURES, metavar="N",
                         help="give up on a model after N failed heals within %d s (default %%(default)s)"
                              % DEFAULT_WINDOW)
+    parser.add_argument("--heal-by", choices=[RESTART_LISTENER, REREGISTER], default=RESTART_LISTENER,
+                        help="when a model's listener process died: start it again on its socket, where MMS's "
+                             "workers reconnect and serve the requests that waited (default), registering the model "
+                             "again only if that fails; or register it again at once (scaled to 0 first, so "
+                             "requests get a prompt 503 meanwhile)")
 
 
 def options_of(args):
-    return ["--heal-after", str(args.heal_after), "--heal-give-up", str(args.heal_give_up)]
+    return ["--heal-after", str(args.heal_after), "--heal-give-up", str(args.heal_give_up), "--heal-by", args.heal_by]
 
 
 def main(argv=None):
@@ -356,7 +455,7 @@ def main(argv=None):
     except ServerError as err:
         print("mmsctl supervisor: %s" % err, file=sys.stderr)
         return 1
-    supervisor = Supervisor(state, grace=args.heal_after, max_failures=args.heal_give_up).start()
+    supervisor = Supervisor(state, grace=args.heal_after, max_failures=args.heal_give_up, heal_by=args.heal_by).start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     try:

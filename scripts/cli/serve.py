@@ -141,8 +141,8 @@ def cmd_serve(args):
         def on_ready(state):
             if args.server == "mms" and not args.no_supervisor:
                 supervisor.clear(state_dir)
-                supervisors.append(supervisor.Supervisor(state, grace=args.heal_after,
-                                                         max_failures=args.heal_give_up).start())
+                supervisors.append(supervisor.Supervisor(state, grace=args.heal_after, max_failures=args.heal_give_up,
+                                                         heal_by=args.heal_by).start())
             exporter = metrics_cli.start_in_process(metrics, state, emf=args.emf)
             exporters.extend([exporter] if exporter else [])
             ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
