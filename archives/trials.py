@@ -14,6 +14,7 @@ process; the builder itself never crashes or hangs:
   worker does not warm up on made-up inputs either); an image classifier, which must run
   on an image of zeros, is refused with the reason.
 """
+import faulthandler
 import multiprocessing
 import signal
 import time
@@ -32,6 +33,7 @@ def _context():
 
 
 def _child(conn, job, args):
+    faulthandler.disable()  # a crash is reported by the parent, in one line (pytest enables it in its children)
     try:
         from . import onnx_model  # noqa: F401 (a spawned child imports the builder afresh)
         model_bytes, path, imports = args[:3]

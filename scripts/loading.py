@@ -167,7 +167,7 @@ def load_status(client, name, frontend=None, described=None):
         return {"workerCount": count, "loadedWorkers": None, "allWorkersLoaded": None, "liveProcesses": None}
     if is_torchserve(frontend):  # its READY is a worker that has loaded the model (one process each, no fork)
         loaded = sum(1 for worker in described.get("workers", []) if worker.get("status") == "READY")
-        live = loaded
+        live = None  # it starts dead workers again itself
     else:
         loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
         live = len(backend_processes(frontend, name))

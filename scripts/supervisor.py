@@ -3,24 +3,30 @@
 MMS 1.1.11 starts one listener process per model (``model_service_worker.py``) which
 forks one process per worker. When a fork dies, MMS reconnects to the listener and a new
 fork loads the model (within a second or two). When the listener dies (a crash, or
-``kill -9`` on the worker's process group), MMS never starts it again: its server thread
-marks the model's port as gone, and every worker thread retries forever ("Retry worker
-... in 1, 2, 3, 5, 8, 13, 21 seconds"), while ``GET /models/NAME`` keeps showing READY
-workers. Scaling such a model to 0 and back does not help either: the scale-up creates
-worker threads that find no listener (and a synchronous scale never answers). What MMS
-survives is unregistering the model (its dead server thread and process are dropped) and
-registering it again: a new listener and new workers.
+``kill -9`` on the worker's process group), MMS never starts it again: every worker
+thread of the model retries the dead socket forever ("Retry worker ... in 1, 2, 3, 5, 8
+seconds"), requests wait in the model's queue for good, and ``GET /models/NAME`` keeps
+showing READY workers.
 
-So, once a second, for every registered model:
+The supervisor watches each model's listener (every ``watch_interval``) and, once a second,
+each model's live worker processes that have loaded it (:func:`mmsctl.loading.load_status`,
+the rule ``mmsctl health`` and ``/readyz`` read):
 
-* target: MMS's ``minWorkers`` (what the operator asked for last; 0: never healed);
-* loaded: the model's live worker processes that have loaded it (:func:`mmsctl.loading.load_status`,
-  the rule ``mmsctl health`` and ``/readyz`` read);
-* when loaded < target and MMS is not loading a worker (no live fork that has yet to load)
-  for more than ``grace`` seconds with the listener dead (``listener-died``), or more than
-  ``slow_grace`` seconds with the listener alive (``workers-not-restored``), the model is
-  unregistered and registered again with the settings MMS describes (archive, batch size,
-  batch delay, workers) and the response timeout ``mmsctl serve`` gave it.
+* a listener died: it is started again with the same command line, environment, folder and
+  socket (``restart-listener``, the default). MMS's retrying worker threads connect to it, a
+  new fork loads the model, and the requests that waited in the queue are served. When no
+  worker has loaded the model ``RESTART_BOUND`` seconds later, the model is registered again;
+* ``reregister``: the management API's sequence MMS 1.1.11 survives. The model is scaled to 0
+  at once (``WorkLoadManager.modelChanged`` drops its worker threads, so ``addJob`` answers
+  later requests with a prompt 503), then, ``grace`` seconds later, unregistered and
+  registered again with the settings MMS describes (archive, batch size, batch delay,
+  workers) and the response timeout ``mmsctl serve`` gave it. (Scaling to 0 and back does
+  not work: the new worker threads find no listener. A request queued before the scale to 0
+  is dropped by the unregistration, unanswered: why it is not the default);
+* the listener lives but fewer workers than ``minWorkers`` have loaded the model for
+  ``slow_grace`` seconds, and MMS is not loading one: registered again;
+* a model whose ``minWorkers`` is 0 (the operator scaled it to 0), or with a worker loading
+  (a scale or registration in progress), is left alone.
 
 One log line per heal, with its cause. Heals are recorded in ``<state_dir>/heals.json``
 (the exporter's ``mmsctl_heals_total{model,cause}`` and ``/readyz`` read it). After
