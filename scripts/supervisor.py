@@ -46,6 +46,7 @@ import time
 import psutil
 
 from . import loading
+from .drain import DRAINING_FILE
 from .errors import ManagementError, ServerError
 from .management import ManagementClient
 
@@ -132,9 +133,20 @@ class Supervisor:
         if self.thread is not None:
             self.thread.join(15)
 
+    def stopping_server(self):
+        """True once the server is stopping (drained, or its launcher gone): nothing is healed then."""
+        if os.path.exists(os.path.join(self.state_dir, DRAINING_FILE)):
+            return True
+        try:
+            return psutil.Process(self.state.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
     def run(self):
         next_step = 0.0
         while not self.stopping.wait(self.watch_interval):
+            if self.stopping_server():
+                continue
             try:
                 self.watch()
                 if time.monotonic() >= next_step:
@@ -142,7 +154,7 @@ class Supervisor:
                     self.step()
             except (ManagementError, psutil.Error, OSError) as err:  # the server stopping, or a slow answer
                 self.short_since.clear()
-                if not self.stopping.is_set():
+                if not self.stopping.is_set() and not self.stopping_server():
                     self.log("mmsctl supervisor: skipped a check: %s" % err)
 
     def _frontend(self):
