@@ -99,13 +99,14 @@ def _loading_now(frontend, name):
 
 class Supervisor:
     def __init__(self, state, grace=DEFAULT_GRACE, slow_grace=DEFAULT_SLOW_GRACE, max_failures=DEFAULT_MAX_FAILURES,
-                 window=DEFAULT_WINDOW, interval=1.0, watch_interval=0.1, log=None, heal_by=RESTART_LISTENER):
+                 window=DEFAULT_WINDOW, interval=1.0, watch_interval=0.1, log=None, heal_by=RESTART_LISTENER,
+                 restart_bound=RESTART_BOUND):
         self.state = state
         self.state_dir = state.state_dir
         self.grace, self.slow_grace = grace, slow_grace
         self.max_failures, self.window = max_failures, window
         self.interval, self.watch_interval = interval, watch_interval
-        self.heal_by = heal_by
+        self.heal_by, self.restart_bound = heal_by, restart_bound
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.client = ManagementClient(state.management_url, timeout=10)
         self.frontend = None
@@ -199,9 +200,15 @@ class Supervisor:
         threads retry that socket (1, 1, 2, 3, 5 ... s apart): they connect, load the model in a new fork, and
         serve the requests that waited in the model's queue. No request is lost and nothing is registered."""
         _pid, cmdline, environ, cwd = self.specs[name]
-        with open(os.path.join(self.state_dir, "logs", LISTENERS_LOG), "ab") as out:
-            popen = subprocess.Popen(cmdline, env=environ, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT)
+        try:
+            with open(os.path.join(self.state_dir, "logs", LISTENERS_LOG), "ab") as out:
+                popen = subprocess.Popen(cmdline, env=environ, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        except OSError as err:
+            self.log("mmsctl supervisor: could not start the listener of model %s again (%s); registering the "
+                     "model again" % (name, err))
+            self._fence(name, described, "%s; starting it again failed" % cause)
+            return
         port = _port_of_socket(cmdline)
         self.adopted[popen.pid] = (name, port, popen)
         self.restarting[name] = (popen, self._registration(name, described), cause, time.monotonic())
@@ -250,13 +257,13 @@ class Supervisor:
                 self.log("mmsctl supervisor: healed model %s (cause %s) by starting its listener again (pid %d): "
                          "%d worker%s loaded it %.1f s later" % (name, cause, popen.pid, target,
                                                                    "" if target == 1 else "s", now - since))
-            elif popen.poll() is not None or now - since > RESTART_BOUND:
+            elif popen.poll() is not None or now - since > self.restart_bound:
                 del self.restarting[name]
                 self._stop_adopted(popen.pid)
                 self.log("mmsctl supervisor: the listener of model %s started again (pid %d) %s; registering the "
                          "model again" % (name, popen.pid, "exited with status %s" % popen.returncode
                                           if popen.returncode is not None else "got no worker loaded in %.0f s"
-                                          % RESTART_BOUND))
+                                          % self.restart_bound))
                 self._failed(name, cause, "restart-listener", "no worker loaded it", since, retry=False)
                 if name not in self.record["gave_up"]:
                     self._heal(name, registration, "listener-restart-failed: after %s" % cause)

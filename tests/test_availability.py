@@ -445,6 +445,20 @@ def test_without_supervisor_scale_and_unregister_of_a_dead_model_answer_at_once(
 
 
 @pytest.mark.server
+def test_a_model_the_operator_scales_is_never_healed(reregistering, capsys):
+    served = reregistering
+    url = ["--management-url", served.state.management_url]
+    before = served.supervisor_log().count("col2im")
+    assert cli.main(["scale", "col2im", "--min-worker", "2"] + url) == 0  # forks loading: not a heal
+    assert served.client.describe("col2im")["minWorkers"] == 2 and served.healthy("col2im")
+    assert cli.main(["scale", "col2im", "--min-worker", "0", "--max-worker", "0"] + url) == 0  # MMS stops it
+    time.sleep(4)  # more than --heal-after
+    assert served.supervisor_log().count("col2im") == before, served.supervisor_log()
+    assert served.client.describe("col2im")["minWorkers"] == 0 and not served.healthy("col2im")
+    assert ("col2im", "listener-died") not in served.heals()
+
+
+@pytest.mark.server
 def test_a_model_that_cannot_be_registered_again_is_given_up(reregistering, store, capsys):
     served = reregistering
     entry = served.client.describe("affine")["modelUrl"]
@@ -466,6 +480,45 @@ def test_a_model_that_cannot_be_registered_again_is_given_up(reregistering, stor
     time.sleep(3)
     assert served.supervisor_log().count("heal of model affine") == 2  # it does not flap
     assert served.healthy("relu")
+
+
+@pytest.mark.slow
+def test_a_listener_that_cannot_load_the_model_falls_back_to_registering_then_gives_up(store, tmp_path):
+    """The listener started again gets no worker loaded (its model file is corrupt; MMS kills it, or the bound
+    passes): the model is registered again, which fails too; two failures and the supervisor gives up."""
+    state_dir = str(tmp_path / "state")
+    lines = []
+    try:
+        plain = serve(store, state_dir, "--no-supervisor")
+        watcher = supervisor.Supervisor(plain.state, grace=1, max_failures=2, restart_bound=8,
+                                        log=lines.append).start()
+        try:
+            assert until(lambda: "affine" in watcher.specs, 10)  # it has seen the listener
+            folder = os.path.join(store, plain.client.describe("affine")["modelUrl"])
+            weights = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".onnx")]
+            assert weights, os.listdir(folder)
+            saved = {path: open(path, "rb").read() for path in weights}
+            listener, forks = plain.processes("affine")
+            for path in weights:  # loading fails now
+                with open(path, "wb") as handle:
+                    handle.write(b"not a model")
+            try:
+                kill([listener] + forks)
+                assert until(lambda: any("gave up on model affine" in line for line in lines), 60), lines
+            finally:
+                for path, data in saved.items():
+                    with open(path, "wb") as handle:
+                        handle.write(data)
+        finally:
+            watcher.stop()
+        text = "\n".join(lines)
+        assert re.search(r"the listener of model affine started again \(pid \d+\) (exited with status|got no worker "
+                         r"loaded in 8 s)", text), text
+        assert "heal of model affine (cause listener-restart-failed" in text, text
+        assert not watcher.adopted  # the listener it started was stopped
+        assert supervisor.read_record(state_dir)["gave_up"]["affine"]
+    finally:
+        cli.main(["stop", "--state-dir", state_dir])
 
 
 # -- chaos under load (slow) ----------------------------------------------------------------------------------------
