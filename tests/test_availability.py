@@ -349,6 +349,8 @@ def test_killed_listener_and_fork_are_healed_and_requests_meanwhile_served(serve
     new_listener, _forks = served.processes("relu")
     assert new_listener.pid != listener.pid
     assert served.post("col2im", FEEDS["col2im"]())[0] == 200  # the other models never noticed
+    listed = 'mmsctl_worker_resident_memory_bytes{model="relu",pid="%d",role="listener"}' % new_listener.pid
+    assert until(lambda: listed in requests.get(served.metrics + "/metrics", timeout=10).text, 5)
     # killed again: the listener started again is watched as MMS's was
     figures = outage(served, "relu", list(served.processes("relu")[:1]) + served.processes("relu")[1])
     print("killed again: " + summary(figures))

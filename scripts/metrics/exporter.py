@@ -132,7 +132,7 @@ class Exporter:
                 self.store.set_registered(names, int(time.time() * 1000))
             except ManagementError:
                 pass
-            self.processes = procs.worker_processes(state.pid)
+            self.processes = procs.worker_processes(state.pid, os.path.join(state.state_dir, "tmp"))
         else:
             self.processes = []
         self.host_figures = self.host_sampler.sample()
