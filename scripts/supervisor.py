@@ -165,13 +165,13 @@ class Supervisor:
 
     # -- the fast watch: a listener seen alive has died ----------------------------------------------
     def watch(self):
-        """Every ``watch_interval``: fence each model whose listener (seen alive before) has died.
+        """Every ``watch_interval``: act on each model whose listener (seen alive before) has died.
 
         MMS keeps a request for a model with worker threads in the model's queue until a worker
-        takes it, and no worker ever will: the request would hang until its client gives up, and
-        be dropped unanswered by the unregistration of the heal. Scaling the model to 0 workers
-        at once makes MMS answer every later request with a prompt 503 ("No worker is available
-        to serve request") until the heal registers it again.
+        takes it, and no worker will until a listener listens on the model's socket again. So the
+        listener is started again at once (:meth:`_restart_listener`); with ``reregister`` the model
+        is scaled to 0 workers at once instead (:meth:`_fence`), so that MMS answers later requests
+        with a prompt 503 ("No worker is available to serve request") until the heal registers it.
         """
         for name, proc in list(self.listeners.items()):
             try:
@@ -333,9 +333,11 @@ class Supervisor:
                 self._stop_adopted(pid)
 
     def _stop_adopted(self, pid):
-        _name, _port, popen = self.adopted.pop(pid, (None, None, None))
+        name, _port, popen = self.adopted.pop(pid, (None, None, None))
         if popen is None:
             return
+        if name in self.listeners and self.listeners[name].pid == pid:  # stopped on purpose: not a death
+            del self.listeners[name]
         try:
             procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
         except psutil.Error:
@@ -357,6 +359,8 @@ class Supervisor:
         started = time.monotonic()
         kind = cause.split(":", 1)[0]
         self.short_since.pop(name, None)
+        self.listeners.pop(name, None)  # the registration starts a listener of its own (seen by the next step)
+        self.specs.pop(name, None)
         self._count("heals", name, kind)
         step = "unregister"
         try:
