@@ -30,7 +30,7 @@ import numpy as np
 
 from mmsctl.files import read_regular
 
-from . import batching, builder
+from . import batching, builder, trials
 from .onnx_signature import NUMPY_TYPES, onnx_module, opsets, read_signature, tensor_spec
 from .errors import InvalidInput
 
@@ -58,6 +58,8 @@ class OnnxConfig(builder.ImageOptions):
     engine: str = "onnxruntime"
     export_path: str = "."
     input_shape: Optional[List[int]] = None
+    #: seconds the build-time forward passes on made-up inputs may take (in a child process)
+    trial_timeout: float = trials.DEFAULT_TIMEOUT
 
 
 def _ort():
@@ -403,6 +405,11 @@ def _produced_by_softmax(model, output_name):
     return any(node.op_type == "Softmax" and output_name in node.output for node in model.graph.node)
 
 
+def _classify(run, inputs):
+    """``batching.classify`` of a tensor model (the job of a trial child process)."""
+    return batching.classify(inputs, run, NUMPY_TYPES)
+
+
 def build(config, note=None):
     """Validate ``config`` then write ``<export_path>/<name>.mar``; returns the path.
 
@@ -430,12 +437,19 @@ def build(config, note=None):
     image = image_input(inputs, config) if config.synset else None
     served_inputs = [image] if image else inputs
     model_bytes = raw.SerializeToString()
-    run = onnxruntime_runner(model_bytes, config.model, opsets(model))
     batched = None
-    if image:
-        values = dry_run(run, served_inputs, outputs, config.model)
+    if image:  # an image classifier must run on an image of zeros: a failure refuses it
+        kind, values = trials.run(dry_run, model_bytes, config.model, opsets(model), served_inputs, outputs,
+                                  config.model, timeout=config.trial_timeout)
+        if kind != trials.DONE:
+            raise InvalidInput("%s cannot be served as an image classifier: %s" % (config.model, values))
     else:
-        batched = batching.classify(inputs, run, NUMPY_TYPES)
+        kind, batched = trials.run(_classify, model_bytes, config.model, opsets(model), inputs,
+                                   timeout=config.trial_timeout)
+        if kind != trials.DONE:  # served as it is, without a warm-up on made-up inputs
+            batched = {"batchable": False, "example_shapes": None,
+                       "reason": "a forward pass on made-up inputs %s: rows are not known to be independent" % (
+                           batched if batched.startswith("failed") else "failed: %s" % batched)}
         if config.engine == "mxnet" and not batched["batchable"]:
             raise InvalidInput("%s is not batchable (%s): --engine mxnet serves batchable models only; use "
                                "--engine onnxruntime" % (config.model, batched["reason"]))

@@ -111,6 +111,9 @@ class Engine:
         batching = signature.get("batching") or {}
         self.batchable = batching.get("batchable", True)
         self.example_shapes = batching.get("example_shapes") or {}
+        #: a model whose build-time pass on made-up inputs failed or crashed (``example_shapes`` null) is not
+        #: warmed up on made-up inputs: they could crash its worker (a Col2Im dividing by a zero size)
+        self.warms_up = self.batchable or batching.get("example_shapes", {}) is not None
 
     def path(self, key):
         """Absolute path of an engine file named in the signature, kept inside the model dir."""
@@ -133,6 +136,8 @@ class Engine:
 
     def warm_up(self):
         """One forward on zeros so the first real request does not pay for lazy setup."""
+        if not self.warms_up:
+            return
         if self.batchable:
             self.forward([self.example_item()])
             return

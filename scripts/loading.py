@@ -64,34 +64,72 @@ def _model_of(cmdline):
         return None
 
 
-def worker_processes(frontend, model):
-    """The forked worker processes of ``model`` under ``frontend`` (not its backend process)."""
-    found = []
+def _temp_dir(frontend):
+    """The frontend's TEMP (``-Djava.io.tmpdir=``), where its workers' sockets live; None if unknown."""
     try:
-        procs = frontend.children(recursive=True)
+        for arg in frontend.cmdline():
+            if arg.startswith("-Djava.io.tmpdir="):
+                return os.path.join(arg.split("=", 1)[1], "")
     except psutil.Error:
-        return found
-    backends = set()
-    named = []
-    for proc in procs:
+        pass
+    return None
+
+
+def _sock_name(cmdline):
+    try:
+        return cmdline[cmdline.index("--sock-name") + 1]
+    except (ValueError, IndexError):
+        return ""
+
+
+def model_processes(frontend, model):
+    """``(listeners, forks)``: the live processes of ``model`` served by ``frontend``.
+
+    A listener is the model's ``model_service_worker.py`` process whose parent is not one: the frontend's
+    child, or one the supervisor of ``mmsctl serve`` started again on the same socket (in the frontend's
+    TEMP) after MMS's died; its forks are the workers.
+    """
+    temp = _temp_dir(frontend)
+    procs = {}
+    try:
+        for proc in frontend.children(recursive=True):
+            procs[proc.pid] = proc
+    except psutil.Error:
+        pass
+    if temp:
+        for proc in psutil.process_iter(["cmdline"]):
+            if proc.pid not in procs and is_worker(proc.info["cmdline"]) \
+                    and _sock_name(proc.info["cmdline"]).startswith(temp):
+                procs[proc.pid] = proc
+    named = {}
+    for proc in procs.values():
         try:
             if _model_of(proc.cmdline()) == model and proc.status() != psutil.STATUS_ZOMBIE:
-                named.append(proc)
+                named[proc.pid] = proc
         except psutil.Error:
             continue
-    for proc in named:
+    listeners, forks = [], []
+    for proc in named.values():
         try:
-            if proc.ppid() == frontend.pid:
-                backends.add(proc.pid)
+            parent = proc.ppid()
         except psutil.Error:
             continue
-    for proc in named:
-        try:
-            if proc.pid not in backends and proc.ppid() in backends:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+        if parent in named or has_loaded(proc):  # a fork, or one orphaned by its listener's death
+            forks.append(proc)
+        else:
+            listeners.append(proc)
+    return listeners, forks
+
+
+def worker_processes(frontend, model):
+    """The forked worker processes of ``model`` under ``frontend`` (not its listener)."""
+    return model_processes(frontend, model)[1]
+
+
+def backend_processes(frontend, model):
+    """Every live process of ``model`` under ``frontend``: its listener and the listener's forks."""
+    listeners, forks = model_processes(frontend, model)
+    return listeners + forks
 
 
 def is_torchserve(frontend):
@@ -115,18 +153,59 @@ def load_status(client, name, frontend=None, described=None):
     """``{"workerCount": n, "loadedWorkers": k or None, "allWorkersLoaded": bool or None}`` for a model.
 
     ``workerCount`` is what MMS describes; ``loadedWorkers`` counts its live worker processes
-    that have loaded the model (None when the server's processes are not visible here).
+    that have loaded the model (None when the server's processes are not visible here);
+    ``liveProcesses`` counts the model's live processes, its listener included (0: its
+    workers died and MMS 1.1.11 will not start them again; None when not visible here).
+
+    This is THE rule of a loaded model: ``mmsctl health``, the exporter's ``/readyz`` and the
+    supervisor of ``mmsctl serve`` all read it.
     """
     described = described if described is not None else client.describe(name)
     count = len(described.get("workers", []))
     frontend = frontend or frontend_for(client.base_url)
     if frontend is None:
-        return {"workerCount": count, "loadedWorkers": None, "allWorkersLoaded": None}
+        return {"workerCount": count, "loadedWorkers": None, "allWorkersLoaded": None, "liveProcesses": None}
     if is_torchserve(frontend):  # its READY is a worker that has loaded the model (one process each, no fork)
         loaded = sum(1 for worker in described.get("workers", []) if worker.get("status") == "READY")
+        live = None  # it starts dead workers again itself
     else:
         loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
-    return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count}
+        live = len(backend_processes(frontend, name))
+    return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count, "liveProcesses": live}
+
+
+def dead_message(what, name, status):
+    """The one line for an operation on a model none of whose worker processes is alive, or None."""
+    if status.get("liveProcesses") != 0 or not status.get("workerCount"):
+        return None
+    return ("%s: model %s has no live worker process (its workers died; MMS 1.1.11 never starts them again): "
+            "the supervisor of `mmsctl serve` restores it within seconds (see `mmsctl describe %s`); without one, "
+            "`mmsctl unregister %s` and register it again, or restart the server" % (what, name, name, name))
+
+
+def readiness(client, names=None, frontend=None):
+    """``(ready, {model: load status}, [problem, ...])``: each model has a live worker process that has
+    loaded it. The truth of ``mmsctl health`` and of the exporter's ``/readyz``."""
+    names = list(names) if names else [m["modelName"] for m in client.list()]
+    frontend = frontend or frontend_for(client.base_url)
+    models, problems = {}, []
+    for name in names:
+        try:
+            described = client.describe(name)
+        except ManagementError as err:
+            problems.append("model %s: %s" % (name, err))
+            continue
+        status = load_status(client, name, frontend, described)
+        models[name] = status
+        loaded = status["loadedWorkers"]
+        if loaded is None:  # not visible from here: MMS's READY is all there is
+            loaded = sum(1 for w in described.get("workers", []) if w.get("status") == "READY")
+        if loaded < 1:
+            problems.append("model %s: no live worker has loaded it (%s of %d workers loaded; %s live worker "
+                            "process%s)" % (name, loaded, status["workerCount"],
+                                            "?" if status["liveProcesses"] is None else status["liveProcesses"],
+                                            "" if status["liveProcesses"] == 1 else "es"))
+    return not problems and bool(names), models, problems
 
 
 def wait_until_loaded(client, name, timeout, what, poll=0.25, hint=""):
@@ -144,6 +223,9 @@ def wait_until_loaded(client, name, timeout, what, poll=0.25, hint=""):
         status = load_status(client, name, frontend, described)
         if status["allWorkersLoaded"] is not False:
             return described
+        dead = dead_message(what, name, status)
+        if dead:
+            raise ManagementError(dead)
         if time.monotonic() >= deadline:
             raise ManagementError(
                 "%s: model %s is still loading (%d of %d workers have loaded it after %.0f s): a registration or "

@@ -161,18 +161,17 @@ class ManagementClient:
         return sum(1 for w in workers if w.get("status") == "READY"), len(workers)
 
     def health(self, names=None):
-        """{model: READY worker count}; raises ManagementError unless each has one.
+        """{model: live worker processes that have loaded it}; raises ManagementError unless each has one.
 
-        MMS's /ping answers 200 even when every worker is dead, so this reads the
-        workers of each model instead.
+        MMS's /ping answers 200 even when every worker is dead, and its READY stays on a worker whose
+        processes were killed, so this reads the rule of :func:`mmsctl.loading.readiness` (the exporter's
+        /readyz reads it too): a live worker process that has loaded the model.
         """
+        from . import loading
         names = list(names or [m["modelName"] for m in self.list()])
         if not names:
             raise ManagementError("health: no model is registered at %s" % self.base_url)
-        counts = {}
-        for name in names:
-            counts[name] = self.ready_workers(name)[0]
-        dead = [n for n, c in counts.items() if c < 1]
-        if dead:
-            raise ManagementError("health: model %s at %s has no READY worker" % (", ".join(dead), self.base_url))
-        return counts
+        _ready, models, problems = loading.readiness(self, names)
+        if problems:
+            raise ManagementError("health: %s at %s" % ("; ".join(problems), self.base_url))
+        return {name: status["loadedWorkers"] for name, status in models.items()}

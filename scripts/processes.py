@@ -23,7 +23,8 @@ def is_worker(cmdline):
 def server_processes(state):
     """Every live process of a server: the launcher's tree, plus the members of its process
     group (its session) that name the state folder in their command line (the Java
-    frontend and workers outlive a launcher killed first)."""
+    frontend and workers outlive a launcher killed first), plus the workers that name it
+    wherever they run (a listener the supervisor started again)."""
     found = {}
     try:
         root = psutil.Process(state.pid)
@@ -33,7 +34,8 @@ def server_processes(state):
         pass
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if proc.pid in found or os.getpgid(proc.pid) != state.pid:
+            # a worker listener the supervisor of `mmsctl serve` started again runs in the supervisor's session
+            if proc.pid in found or (os.getpgid(proc.pid) != state.pid and not is_worker(proc.info["cmdline"])):
                 continue
             if any(state.state_dir in arg for arg in proc.info["cmdline"] or ()):
                 found[proc.pid] = proc

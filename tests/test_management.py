@@ -85,7 +85,7 @@ def test_describe_and_health(mgmt, capsys):
     assert code == 0 and described["modelName"] == MAIN and described["minWorkers"] == 1
     assert [w["status"] for w in described["workers"]] == ["READY"]
     code, out, _ = run(capsys, "health", MAIN, "--management-url", mgmt.url)
-    assert code == 0 and out == "%s: 1 READY worker\n" % MAIN
+    assert code == 0 and out == "%s: 1 live worker loaded\n" % MAIN
 
 
 def test_register_list_follows_pages_unregister(mgmt, capsys):
@@ -108,7 +108,7 @@ def test_scale_up_and_down(mgmt, capsys):
         code, out, _ = run(capsys, "scale", MAIN, "--min-worker", "2", "--management-url", mgmt.url)
         assert code == 0 and out == "Workers scaled\n"
         code, out, _ = run(capsys, "health", MAIN, "--management-url", mgmt.url)
-        assert code == 0 and out == "%s: 2 READY workers\n" % MAIN
+        assert code == 0 and out == "%s: 2 live workers loaded\n" % MAIN
     finally:
         code, out, _ = run(capsys, "scale", MAIN, "--min-worker", "1", "--management-url", mgmt.url)
     assert code == 0 and out == "Workers scaled\n"
@@ -122,7 +122,7 @@ def test_health_fails_when_a_model_has_no_ready_worker(mgmt, capsys):
     code, out, _ = run(capsys, "scale", "zero", "--min-worker", "0", "--management-url", mgmt.url)
     assert code == 0 and out == "Workers scaled\n"
     code, _, err = run(capsys, "health", "zero", "--management-url", mgmt.url)
-    assert_one_error_line(code, err, "model zero", mgmt.url, "no READY worker")
+    assert_one_error_line(code, err, "model zero", mgmt.url, "no live worker has loaded it")
     code, _, err = run(capsys, "health", "--management-url", mgmt.url)  # all models: zero fails the lot
     assert_one_error_line(code, err, "zero", mgmt.url)
     assert MAIN not in err

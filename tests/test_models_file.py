@@ -508,7 +508,7 @@ def test_the_containers_command_serves_a_mounted_models_file(probe_store, tmp_pa
         health[health.index("--management-url") + 1] = "http://127.0.0.1:%d" % management
         assert cli.main(health) == 0
         out = capsys.readouterr().out
-        assert "probe-a: 1 READY worker\nprobe-b: 1 READY worker\n" in out
+        assert "probe-a: 1 live worker loaded\nprobe-b: 1 live worker loaded\n" in out
         client = ManagementClient("http://127.0.0.1:%d" % management)
         assert client.describe("probe-a")["batchSize"] == 2 and client.describe("probe-b")["maxBatchDelay"] == 7
     finally:

@@ -213,7 +213,8 @@ def serve_command(profile, models, inference_port, management_port, metrics_port
 
 
 def health_check(names, management_port):
-    """ECS health check: READY workers for every model (MMS's /ping stays 200 when all are dead)."""
+    """ECS health check: each model has a live worker process that has loaded it (``mmsctl health``: the rule of
+    the exporter's /readyz; MMS's /ping and READY stay on when every worker process is dead)."""
     command = ["CMD", "mmsctl", "health", "--management-url", "http://127.0.0.1:%d" % management_port]
     return dict(HEALTH_CHECK, command=command + list(names))
 

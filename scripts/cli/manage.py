@@ -1,7 +1,7 @@
 """``mmsctl register | scale | describe | list | unregister | health``: the management API."""
 import json
 
-from .. import loading, server
+from .. import loading, server, supervisor
 from ..errors import ManagementError, MmsctlError, UsageError
 from ..management import ManagementClient, default_management_url
 from .common import command, print_json
@@ -98,16 +98,38 @@ def cmd_list(args):
 
 def cmd_unregister(args):
     client = _client(args)
+    status = loading.load_status(client, args.name, described=client.describe(args.name, what="unregister model %s"
+                                                                               % args.name))
+    if loading.dead_message("", args.name, status):  # nothing is loading: unregister it now
+        client.unregister(args.name)
+        print("unregistered model %s, which had no live worker process (its workers had died)" % args.name)
+        return 0
     if not args.force:
         loading.wait_until_loaded(client, args.name, args.timeout, "unregister model %s" % args.name,
                                   hint="; or pass --force to unregister it while it loads")
     print(client.unregister(args.name).get("status", "unregistered"))
 
 
+def _given_up(args, client):
+    """{model: why} the supervisor of the `mmsctl serve` behind this management URL gave up healing."""
+    try:
+        state = server.ServerState.load(args.state_dir)
+    except (MmsctlError, OSError, TypeError, ValueError):
+        return {}
+    if state.management_url.rstrip("/") != client.base_url:
+        return {}
+    return supervisor.read_record(state.state_dir)["gave_up"]
+
+
 def cmd_health(args):
-    counts = _client(args).health(args.names)
+    client = _client(args)
+    lost = {name: why for name, why in _given_up(args, client).items() if not args.names or name in args.names}
+    if lost:
+        raise ManagementError("health: %s" % "; ".join(
+            "model %s: the supervisor of `mmsctl serve` gave up healing it: %s" % item for item in sorted(lost.items())))
+    counts = client.health(args.names)
     for name, count in counts.items():
-        print("%s: %d READY worker%s" % (name, count, "" if count == 1 else "s"))
+        print("%s: %s live worker%s loaded" % (name, "?" if count is None else count, "" if count == 1 else "s"))
 
 
 def _state_option(parser):
@@ -166,7 +188,8 @@ def add_commands(sub):
                        help="do not wait: unregister a model whose workers are still loading it or keep failing to")
     unreg.set_defaults(func=cmd_unregister)
 
-    health = parser("health", "exit 0 only if the model(s) have READY workers (unlike /ping); MMS's READY is "
-                    "a running worker, which may still be loading", "mmsctl health efficientnet-lite0")
+    health = parser("health", "exit 0 only if each model has a live worker process that has loaded it (the "
+                    "exporter's /readyz rule; unlike /ping and MMS's READY)", "mmsctl health efficientnet-lite0")
     health.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: all registered)")
+    _state_option(health)
     health.set_defaults(func=cmd_health)

@@ -5,7 +5,7 @@ import sys
 from mmsctl.config import profiles
 from mmsctl.config.profiles import PROFILES
 
-from .. import drain, models_file, server
+from .. import drain, models_file, server, supervisor
 from ..metrics import cli as metrics_cli
 from .common import command, model_pair
 
@@ -136,13 +136,17 @@ def cmd_serve(args):
     if args.foreground:
         state_dir = os.path.abspath(args.state_dir)
         drain.clear_draining(state_dir)  # a stale flag would fail readiness
-        exporters = []
+        exporters, supervisors = [], []
 
         def on_launched(state):  # /healthz and /readyz answer (503) while the models load
             exporter = metrics_cli.start_in_process(metrics, state, emf=args.emf)
             exporters.extend([exporter] if exporter else [])
 
         def on_ready(state):
+            if args.server == "mms" and not args.no_supervisor:
+                supervisor.clear(state_dir)
+                supervisors.append(supervisor.Supervisor(state, grace=args.heal_after, max_failures=args.heal_give_up,
+                                                         heal_by=args.heal_by).start())
             ready(state, stop_hint=False, metrics_url=exporters[0].url if exporters else None)
 
         if args.server == "mms":
@@ -156,9 +160,12 @@ def cmd_serve(args):
                                            on_ready=on_ready, drain=requests_done if args.drain_timeout > 0 else None,
                                            **extra)
         finally:
-            for exporter in exporters:
-                exporter.stop()
+            for watcher in supervisors + exporters:
+                watcher.stop()
     state = runner.start(profile, args.state_dir, specs, ready_timeout=args.timeout, **extra)
+    if args.server == "mms" and not args.no_supervisor:
+        supervisor.clear(state.state_dir)
+        supervisor.start_child(state.state_dir, supervisor.options_of(args))
     ready(state, metrics_url=metrics_cli.start_child(metrics, state, emf=args.emf))
     return 0
 
@@ -166,6 +173,7 @@ def cmd_serve(args):
 def cmd_stop(args):
     state = server.ServerState.load(args.state_dir)
     metrics_cli.stop(args.state_dir)
+    supervisor.stop_child(args.state_dir)
     count = server.stop(state)
     print("stopped server pid %d (%d processes)" % (state.pid, count))
 
@@ -207,6 +215,10 @@ def add_commands(sub):
                        help="--foreground: on SIGTERM, fail readiness and let requests in flight finish for up to S "
                             "seconds before stopping MMS (default 20; keep it under the container's stop timeout)")
     metrics_cli.add_serve_options(serve)
+    serve.add_argument("--no-supervisor", action="store_true",
+                       help="do not restore models whose worker processes died (MMS 1.1.11 never starts a dead "
+                            "listener again); docs/availability.md")
+    supervisor.add_options(serve)
     serve.add_argument("--server", default="mms", choices=["mms", "torchserve"],
                        help="mms (default): multi-model-server 1.1.11; torchserve: TorchServe 0.12 from "
                             "$MMSCTL_TORCHSERVE, with its own metrics API in place of the exporter "

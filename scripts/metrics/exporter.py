@@ -14,6 +14,7 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from mmsctl import loading, supervisor
 from mmsctl.drain import DRAINING_FILE
 from mmsctl.errors import ManagementError, ServerError
 from mmsctl.management import ManagementClient
@@ -131,7 +132,7 @@ class Exporter:
                 self.store.set_registered(names, int(time.time() * 1000))
             except ManagementError:
                 pass
-            self.processes = procs.worker_processes(state.pid)
+            self.processes = procs.worker_processes(state.pid, os.path.join(state.state_dir, "tmp"))
         else:
             self.processes = []
         self.host_figures = self.host_sampler.sample()
@@ -163,30 +164,30 @@ class Exporter:
         state = self.server_state()
         if state is None or not procs.alive(state.pid):
             return 503, {"ready": False, "reason": "the server is not running"}
+        client = ManagementClient(state.management_url, timeout=3)
         try:
-            names = [m["modelName"] for m in ManagementClient(state.management_url, timeout=3).list()]
+            names = [m["modelName"] for m in client.list()]
         except ManagementError as err:
             return 503, {"ready": False, "reason": str(err)}
         if not names:
             return 503, {"ready": False, "reason": "no model is registered"}
         self.tail_once()  # the newest worker state changes
-        live = {}
-        for proc in procs.worker_processes(state.pid):
-            live.setdefault(proc.port, {"worker": 0, "listener": 0})[proc.role] += 1
-        models, problems = {}, []
+        # the one rule of a loaded model (mmsctl health reads it too): a live worker process that has loaded it
+        _ready, statuses, problems = loading.readiness(client, names)
+        heals = supervisor.read_record(self.state_dir)
+        models = {}
         for name in names:
-            loaded = self.store.loaded_workers(name)
-            port = self.store.ports.get(name)
-            counts = live.get(port, {"worker": 0, "listener": 0})
-            processes = counts["worker"] or counts["listener"]
-            models[name] = {"loaded_workers": loaded, "worker_processes": processes}
-            if loaded < 1 or processes < 1:
-                states = self.store.worker_states(name)
-                problems.append("model %s: no worker has loaded it (%s; %d worker process%s)" % (
-                    name, ", ".join("%d %s" % (n, state_name(s)) for s, n in sorted(states.items())) or "no worker",
-                    processes, "" if processes == 1 else "es"))
+            status = statuses.get(name, {})
+            models[name] = {"loaded_workers": status.get("loadedWorkers"),
+                            "worker_processes": status.get("liveProcesses")}
+        for name, why in sorted(heals.get("gave_up", {}).items()):
+            problems.append("model %s: the supervisor gave up healing it: %s" % (name, why))
         if problems:
-            return 503, {"ready": False, "reason": "; ".join(problems), "models": models}
+            states = "; ".join("%s worker threads: %s" % (name, ", ".join(
+                "%d %s" % (n, state_name(s)) for s, n in sorted(self.store.worker_states(name).items())) or "none")
+                for name in names if models[name]["loaded_workers"] in (0, None))
+            return 503, {"ready": False, "reason": "; ".join(problems) + ("; " + states if states else ""),
+                         "models": models}
         return 200, {"ready": True, "models": models}
 
 
@@ -253,6 +254,17 @@ class _Collector:
                                     value=host["memory_used"])
             yield GaugeMetricFamily("mmsctl_host_memory_total_bytes", "Host memory", value=host["memory_total"])
         yield from (lines, unparsed, lag, unread)
+        record = supervisor.read_record(self.exporter.state_dir)
+        heals = CounterMetricFamily("mmsctl_heals", "Models the supervisor of `mmsctl serve` registered again "
+                                    "after their worker processes died, by cause", labels=["model", "cause"])
+        for model, causes in sorted(record["heals"].items()):
+            for cause, count in sorted(causes.items()):
+                heals.add_metric([model, cause], count)
+        failed = CounterMetricFamily("mmsctl_heal_failures", "Heals that failed (the supervisor gives up on a "
+                                     "model after a few in a window)", labels=["model"])
+        for model, count in sorted(record["failures"].items()):
+            failed.add_metric([model], count)
+        yield from (heals, failed)
         yield CounterMetricFamily("mmsctl_exporter_errors", "Polls or reads of the exporter that failed "
                                   "(skipped; the next one runs)", value=self.exporter.errors)
 

@@ -6,6 +6,7 @@ listener forks one process per worker (same command line). The frontend's worker
 threads are named ``W-PORT-MODEL`` (worker_state.log), which maps a port to its
 model. A listener is counted once, as ``role="listener"``; its forks are the workers.
 """
+import os
 import re
 import time
 from collections import namedtuple
@@ -43,12 +44,21 @@ def alive(pid):
         return False
 
 
-def worker_processes(launcher_pid):
-    """Every listener and worker process under the launcher ``launcher_pid``."""
+def worker_processes(launcher_pid, temp_dir=None):
+    """Every listener and worker process under the launcher ``launcher_pid``, and with ``temp_dir`` (the
+    server's TEMP) those whose socket is in it wherever they run (a listener the supervisor started again)."""
     try:
         tree = psutil.Process(launcher_pid).children(recursive=True)
     except psutil.Error:
         return []
+    if temp_dir:
+        seen = {proc.pid for proc in tree}
+        prefix = os.path.join(temp_dir, "")
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            sock = cmdline[cmdline.index("--sock-name") + 1] if "--sock-name" in cmdline[:-1] else ""
+            if proc.pid not in seen and is_worker(cmdline) and sock.startswith(prefix):
+                tree.append(proc)
     pids = {proc.pid for proc in tree}
     found = []
     for proc in tree:
