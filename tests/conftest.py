@@ -7,13 +7,17 @@ a pid file in TEMP and refuses a second server sharing it), always stopped in
 """
 import dataclasses
 import os
+import sys
+import time
 
 import pytest
 
 from mmsctl import server
 from mmsctl.config import profiles
 
-from helpers import INSTALL_TEST_TIMEOUT_S, free_port, skimage_photo
+from helpers import (BASE_TAG, CONTAINER_CACHE, CONTAINER_LABEL, IMAGE_IMPORT_TIMEOUT_S, IMAGE_BUILD_TIMEOUT_S,
+                     IMAGE_TAG, INSTALL_TEST_TIMEOUT_S, Podman, container_setup, free_port, record_timings,
+                     skimage_photo)
 
 #: Every test has at least one kind; ``pytest -m unit`` is the quick subset (under a minute).
 KINDS = ("unit", "server", "slow", "installs")
@@ -24,6 +28,7 @@ INSTALL_FIXTURES = {"podman", "stock_python", "plain_venv", "torchserve_python"}
 SLOW_FIXTURES = {"model_store", "onnx_store", "dual", "aws"}  # aws: moto's in-memory AWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +127,74 @@ def servers(tmp_path_factory):
 def default_server(servers, model_store):
     """One server with both archives loaded (cpu-latency profile)."""
     return servers.start(model_store, {"efficientnet-lite0": "efficientnet-lite0.mar", "resnet18": "resnet18.mar"})
+
+
+# -- podman and the CPU image (tests/test_container.py, tests/test_k8s.py) ---------------------------------------
+@pytest.fixture(scope="session")
+def timings():
+    """The container tests' measured times (written to CONTAINER_CACHE/timings.json)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def podman(timings):
+    """podman ready to build and run, or a skip that says why it cannot be.
+
+    Once per session: ``scripts/container-setup.sh install`` (podman, runc, debootstrap when missing), and a
+    Debian bookworm base image made by debootstrap and ``podman import`` (no image registry is reachable) when
+    podman's storage (helpers.CONTAINER_CACHE) has none. MMSCTL_CONTAINER_TESTS=0 skips.
+    """
+    if os.environ.get("MMSCTL_CONTAINER_TESTS") == "0":
+        pytest.skip("MMSCTL_CONTAINER_TESTS=0")
+    start = time.monotonic()
+    setup = container_setup("install")
+    if setup.returncode == 3:
+        pytest.skip("podman cannot be installed here: " + setup.stderr.strip())
+    assert setup.returncode == 0, "scripts/container-setup.sh install failed:\n" + setup.stderr[-3000:]
+    tool = Podman(CONTAINER_CACHE)
+    info = tool.run("info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
+    if info.returncode != 0:
+        pytest.skip("podman is installed but cannot run here (root is needed; rootless needs uid maps): "
+                    + info.stderr.strip()[-500:])
+    assert info.stdout.strip() == "runc", "docker/containers.conf asks for runc, podman uses %r" % info.stdout
+    if tool.run("image", "exists", BASE_TAG, check=False).returncode != 0:
+        base = container_setup("base", CONTAINER_CACHE)
+        if base.returncode == 3:
+            pytest.skip("no base image can be made here: " + base.stderr.strip())
+        assert base.returncode == 0, "scripts/container-setup.sh base failed:\n" + base.stderr[-3000:]
+        tool.run("import", base.stdout.strip().splitlines()[-1], BASE_TAG, timeout=IMAGE_IMPORT_TIMEOUT_S)
+    # containers left by a run that was killed (their owner is gone); others' runs keep theirs
+    for line in tool.run("ps", "-a", "--filter", "label=" + CONTAINER_LABEL, "--format",
+                         '{{.Names}} {{index .Labels "%s"}}' % CONTAINER_LABEL).stdout.split("\n"):
+        name, _, owner = line.partition(" ")
+        if name and owner.isdigit() and not os.path.exists("/proc/%s" % owner):
+            tool.run("rm", "--force", name, check=False)
+    record_timings(timings, setup_seconds=round(time.monotonic() - start, 1))
+    return tool
+
+
+@pytest.fixture(scope="session")
+def cpu_image(podman, timings, tmp_path_factory):
+    """docker/Dockerfile.cpu built once per session with the host's pip settings (layers cached across
+    sessions in podman's storage): its tag."""
+    from mmsctl.docker import images
+    log_path = tmp_path_factory.mktemp("image") / "build.log"
+    start = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log:
+        build = podman.run(
+            "build", "--pull=never", "--format", "docker", "--build-arg", "BASE_IMAGE=" + BASE_TAG,
+            *images.pip_build_arguments(images.pip_settings(sys.executable)),
+            "--ignorefile", os.path.join(REPO, "docker", "Dockerfile.cpu.dockerignore"),
+            "--file", os.path.join(REPO, "docker", "Dockerfile.cpu"), "--tag", IMAGE_TAG, REPO,
+            timeout=IMAGE_BUILD_TIMEOUT_S, check=False, log=log)
+    if build.returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            pytest.fail("podman build of docker/Dockerfile.cpu failed (%d); the end of %s:\n%s"
+                        % (build.returncode, log_path, handle.read()[-4000:]))
+    record_timings(timings, build_seconds=round(time.monotonic() - start, 1))
+    # earlier builds' images, untagged by this one (the layers this build used stay)
+    podman.run("image", "prune", "--force", check=False)
+    return IMAGE_TAG
 
 
 def pytest_collection_modifyitems(config, items):

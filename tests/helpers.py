@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,60 @@ def cached_venv(name, installs, timeout=PIP_INSTALL_TIMEOUT_S):
     with open(os.path.join(venv, ".pins"), "w", encoding="utf-8") as handle:
         handle.write(key + "\n")
     return python
+
+
+# -- podman (tests/test_container.py, tests/test_k8s.py; the fixtures `podman` and `cpu_image` are conftest's) -----
+#: bounds of the session fixtures: container-setup.sh install and base, podman import of the base, image build
+CONTAINER_SETUP_TIMEOUT_S = 600
+IMAGE_IMPORT_TIMEOUT_S = 300
+IMAGE_BUILD_TIMEOUT_S = 900
+#: pytest-timeout's limit per test counts fixture setup: the first test pays for all of it, plus 600 s of its own,
+#: so a slow build ends with the fixtures' own messages, not pytest-timeout's
+CONTAINER_TEST_TIMEOUT_S = 2 * CONTAINER_SETUP_TIMEOUT_S + IMAGE_IMPORT_TIMEOUT_S + IMAGE_BUILD_TIMEOUT_S + 600
+#: podman's storage, outside the work tree, so that a fresh clone on the same machine (CI) reuses the base image
+#: and the build's layers
+CONTAINER_CACHE = os.environ.get("MMSCTL_CONTAINER_CACHE") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mmsctl", "containers")
+BASE_TAG = "localhost/mmsctl-base:bookworm"
+IMAGE_TAG = "localhost/mmsctl-test:cpu"
+#: every container a test starts carries this label with the pytest process's id (a later run removes the
+#: containers of a run that was killed)
+CONTAINER_LABEL = "mmsctl-test-owner"
+
+
+class Podman:
+    """podman with this project's configuration and storage, as a list of arguments."""
+
+    def __init__(self, cache):
+        self.env = dict(os.environ, CONTAINERS_CONF=os.path.join(REPO, "docker", "containers.conf"))
+        # --tmpdir too: podman's state of what is running stays with this storage, not /run/libpod
+        self.base = ["podman", "--root", os.path.join(cache, "storage"), "--runroot", os.path.join(cache, "run"),
+                     "--tmpdir", os.path.join(cache, "libpod")]
+
+    def run(self, *args, timeout=120, check=True, log=None):
+        out = subprocess.run(self.base + list(args), env=self.env, stdin=subprocess.DEVNULL, text=True,
+                             stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                             timeout=timeout, check=False)
+        if check and out.returncode != 0:
+            raise AssertionError("podman %s failed (%d): %s" % (
+                " ".join(shlex.quote(a) for a in args[:6]), out.returncode, (out.stderr or "")[-2000:]))
+        return out
+
+    def address(self, name):
+        """The container's address on podman's bridge network ('' when it has none)."""
+        return self.run("inspect", "--format", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
+
+
+def container_setup(*args):
+    """scripts/container-setup.sh ARGS (exit status 3: cannot be done on this machine)."""
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", "container-setup.sh")] + list(args),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CONTAINER_SETUP_TIMEOUT_S,
+                          check=False)
+
+
+def record_timings(timings, **values):
+    """Add ``values`` to the session's container timings and write them to CONTAINER_CACHE/timings.json."""
+    timings.update(values)
+    os.makedirs(CONTAINER_CACHE, exist_ok=True)
+    with open(os.path.join(CONTAINER_CACHE, "timings.json"), "w", encoding="utf-8") as handle:
+        json.dump(timings, handle, indent=2, sort_keys=True)

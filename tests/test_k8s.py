@@ -2,8 +2,9 @@
 validates with ``kubernetes-validate --strict`` against a current Kubernetes, the probes, ports and
 security settings are what docs/kubernetes.md says, the HPA's target is the one ``mmsctl ecs autoscaling``
 computes from the same bench report, bad arguments get one line and nothing written, and the rendered
-command runs for real (a local ``mmsctl serve`` with the rendered arguments) with its probes answering
-as a kubelet calls them. No cluster runs here.
+command runs for real with its probes answering as a kubelet calls them: as a local ``mmsctl serve`` with
+the rendered arguments, and in the CPU image under podman with the Deployment's command, arguments,
+environment, user, read-only root, volumes, capabilities and grace period. No cluster runs here.
 """
 import json
 import math
@@ -25,7 +26,7 @@ from mmsctl import autoscaling, cli, models_file
 from mmsctl.archives import mar
 from mmsctl.docker import ecs, k8s
 
-from helpers import free_port
+from helpers import CONTAINER_LABEL, CONTAINER_TEST_TIMEOUT_S, free_port, record_timings
 from test_ecs_scale_out import LEVELS, write_report
 
 KUBERNETES_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships (its wheel, offline)
@@ -42,10 +43,10 @@ def kubectl():
     return tool
 
 
-def render(tmp_path, *words, folder="k8s"):
+def render(tmp_path, *words, folder="k8s", image=IMAGE):
     """``mmsctl k8s render`` through the CLI; (exit code, the folder)."""
     out = tmp_path / folder
-    code = cli.main(["k8s", "render", "--image", IMAGE, "--output-dir", str(out)] + list(words))
+    code = cli.main(["k8s", "render", "--image", image, "--output-dir", str(out)] + list(words))
     return code, out
 
 
@@ -498,3 +499,208 @@ def test_rendered_command_serves_and_its_probes_answer_as_the_kubelet_expects(tm
         if os.path.exists(os.path.join(state_dir, server.STATE_FILE)):
             server.stop(server.ServerState.load(state_dir))
         log.close()
+
+
+# -- the rendered container, run under podman as a kubelet would run it ------------------------------------------
+def slowload_store(folder):
+    """A model store with slowload.mar (its handler takes LOAD_S to load), readable by the image's user."""
+    folder.mkdir()
+    manifest = {"runtime": "python", "model": {"modelName": "slowload", "handler": "slowload:handle"},
+                "modelServerVersion": "1.0", "implementationVersion": "1.0", "specificationVersion": "1.0"}
+    mar.write_mar(str(folder / "slowload.mar"), {mar.MANIFEST_PATH: json.dumps(manifest).encode(),
+                                                 "slowload.py": SLOW_LOADER.encode()})
+    os.chmod(folder / "slowload.mar", 0o644)
+    os.chmod(folder, 0o755)  # pytest's folders are 0700 root: the pod's uid 10001 reads the volume
+    return folder
+
+
+def podman_bytes(value):
+    """A Kubernetes quantity of bytes (1Gi, 512Mi) as podman writes it (1g, 512m)."""
+    number, unit = value[:-2], value[-2:]
+    assert unit in ("Gi", "Mi") and number.isdigit(), value
+    return number + unit[0].lower()
+
+
+def podman_run_arguments(folder, store, configs, empty_dirs, name):
+    """``podman run`` arguments that run the rendered Deployment's container as a kubelet would (its image's
+    HEALTHCHECK off: a kubelet ignores it; podman's default seccomp profile is the RuntimeDefault), and the pod
+    spec and container as rendered."""
+    pod = load(folder, "deployment.yaml")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    container = pod["containers"][0]
+    security, pod_security = container["securityContext"], pod["securityContext"]
+    user = security.get("runAsUser", pod_security.get("runAsUser"))
+    group = security.get("runAsGroup", pod_security.get("runAsGroup"))
+    assert security["runAsNonRoot"] is True and user not in (None, 0) and group is not None
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    limits = container["resources"]["limits"]
+    args = ["run", "--detach", "--name", name, "--label", "%s=%d" % (CONTAINER_LABEL, os.getpid()),
+            "--health-interval", "disable",
+            "--user", "%d:%d" % (user, group), "--group-add", str(pod_security["fsGroup"]),
+            # only the volumes are writable (podman's own tmpfs at /tmp, /run, /var/tmp off)
+            "--read-only", "--read-only-tmpfs=false",
+            "--cap-drop", ",".join(security["capabilities"]["drop"]),
+            "--security-opt", "no-new-privileges",
+            "--cpus", limits["cpu"], "--memory", podman_bytes(limits["memory"])]
+    assert container["env"]
+    for item in container["env"]:
+        args += ["--env", "%s=%s" % (item["name"], item["value"])]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    kinds = []
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            # as a kubelet makes an emptyDir (medium ""): a new folder, 0777, group fsGroup with setgid,
+            # bind-mounted. Not podman's --tmpfs: runc gives a tmpfs the mode of the image's folder it covers,
+            # owned by root (/home/mms: 0755 root, unwritable), which is podman's behaviour, not Kubernetes'.
+            # The kubelet enforces sizeLimit by eviction, not by the mount: nothing to map.
+            empty = os.path.join(empty_dirs, mount["name"])
+            os.makedirs(empty)
+            os.chown(empty, 0, pod_security["fsGroup"])
+            os.chmod(empty, 0o2777)
+            args += ["--volume", "%s:%s:rw" % (empty, mount["mountPath"])]
+            kinds.append("emptyDir")
+        elif "configMap" in volume:  # one file per key, read-only
+            args += ["--volume", "%s:%s:ro" % (configs[volume["configMap"]["name"]], mount["mountPath"])]
+            kinds.append("configMap")
+        elif "persistentVolumeClaim" in volume:  # the archives' volume
+            assert mount.get("readOnly") is True and volume["persistentVolumeClaim"]["readOnly"] is True
+            args += ["--volume", "%s:%s:ro" % (store, mount["mountPath"])]
+            kinds.append("persistentVolumeClaim")
+        else:
+            pytest.fail("no podman equivalent for the volume %r" % volume)
+    assert sorted(kinds) == ["configMap", "emptyDir", "emptyDir", "persistentVolumeClaim"], kinds
+    args += ["--entrypoint", json.dumps(container["command"]), container["image"]] + container["args"]
+    return args, pod, container
+
+
+def config_map_folders(folder, base):
+    """{ConfigMap name: a folder with its files}, from the kustomization's configMapGenerator."""
+    folders = {}
+    for generator in load(folder, "kustomization.yaml")["configMapGenerator"]:
+        target = base / generator["name"]
+        target.mkdir(parents=True)
+        for name in generator["files"]:
+            shutil.copyfile(folder / name, target / name)
+            os.chmod(target / name, 0o644)
+        os.chmod(target, 0o755)
+        folders[generator["name"]] = str(target)
+    assert folders
+    return folders
+
+
+def probe(address, container, name):
+    """A kubelet's httpGet probe of the container: the status, or 'refused' (a failed probe)."""
+    spec = container[name]
+    port = spec["httpGet"]["port"]
+    if isinstance(port, str):
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}[port]
+    try:
+        return requests.get("http://%s:%d%s" % (address, port, spec["httpGet"]["path"]),
+                            timeout=spec["timeoutSeconds"]).status_code
+    except requests.RequestException:
+        return "refused"
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.timeout(CONTAINER_TEST_TIMEOUT_S)  # counts the session's image build when this test is the first
+def test_rendered_container_runs_under_podman_with_the_deployments_settings(podman, cpu_image, tmp_path, timings):
+    """The Deployment's container of a folder rendered for the built CPU image, run by podman with what the
+    kubelet would give it: command, args and env; runAsUser/runAsGroup and fsGroup; a read-only root with a
+    new 0777 folder per emptyDir; the models.toml ConfigMap mounted read-only; the archives' claim as a read-only volume
+    at /models; every capability dropped, no new privileges; the CPU and memory limits. Its probes, called on
+    the container's address and ports, see 503 while the model loads, then 200; a prediction on the inference
+    port answers; `podman stop` with the grace period ends it with status 0 (not a SIGKILL) within it."""
+    store = slowload_store(tmp_path / "archives")
+    code, folder = render(tmp_path, "--profile", "cpu-throughput", "--vcpus", "1", "--memory", "2048",
+                          "--models", "slowload=slowload.mar", "--archives-claim", "model-archives",
+                          "--drain-timeout", "3", "--load-seconds", "60", image=cpu_image)
+    assert code == 0
+    name = "mmsctl-test-%d-k8s" % os.getpid()
+    args, pod, container = podman_run_arguments(folder, store, config_map_folders(folder, tmp_path / "configmaps"),
+                                                str(tmp_path / "emptydirs"), name)
+    assert container["image"] == cpu_image
+
+    def logs():
+        out = podman.run("logs", name, check=False)
+        return (out.stdout + out.stderr)[-3000:]
+
+    try:
+        start = time.monotonic()
+        podman.run(*args)
+        address = podman.address(name)
+        if not address:
+            pytest.skip("container %s has no bridge address to probe" % name)
+        # the startupProbe first (readiness and liveness wait for it), polled faster than its period
+        startup = container["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        seen = []
+        while time.monotonic() - start < budget:
+            status = probe(address, container, "startupProbe")
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status == 200:
+                break
+            running = podman.run("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
+            assert running == "true", "the container exited:\n" + logs()
+            time.sleep(0.5)
+        ready_s = round(time.monotonic() - start, 1)
+        assert seen and seen[-1] == 200, "not ready within the startupProbe's %d s: %s\n%s" % (budget, seen, logs())
+        # loading: 503 from the exporter, then 200
+        assert 503 in seen and seen.index(503) < seen.index(200), seen
+        assert probe(address, container, "readinessProbe") == 200
+        assert probe(address, container, "livenessProbe") == 200
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        answer = requests.post("http://%s:%d/predictions/slowload" % (address, ports["http"]), data=b"x", timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"ok": True}, answer.text
+        # what the settings hold: uid 10001, nothing writable outside the volumes
+        check = podman.run("exec", name, "sh", "-c", "id -u; touch /home/mms/w /tmp/w; touch /opt/w",
+                           check=False)
+        assert check.stdout.split() == [str(container["securityContext"]["runAsUser"])], check.stdout
+        assert check.returncode != 0 and check.stderr.count("cannot touch") == 1, check.stderr
+        assert "'/opt/w': Read-only file system" in check.stderr, check.stderr
+        # SIGTERM with the grace period, as the kubelet stops a pod: readiness fails at once, the
+        # container ends by itself (status 0, not 137 from SIGKILL) within the grace period
+        grace = pod["terminationGracePeriodSeconds"]
+        stopped = time.monotonic()
+        stop = subprocess.Popen(podman.base + ["stop", "--time", str(grace), name], env=podman.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        statuses = []
+        while True:
+            statuses.append(probe(address, container, "readinessProbe"))
+            if stop.poll() is not None:
+                break
+            time.sleep(0.2)
+        _, stop_err = stop.communicate(timeout=grace + 30)
+        stop_s = round(time.monotonic() - stopped, 2)
+        assert stop.returncode == 0, stop_err
+        code = podman.run("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert code == "0", "exited %s after SIGTERM:\n%s" % (code, logs())
+        assert stop_s < grace, (stop_s, grace)
+        # 200 until podman has sent SIGTERM; from then on never ready again
+        after = statuses[next((i for i, status in enumerate(statuses) if status != 200), len(statuses)):]
+        assert after and set(after) <= {503, "refused"}, statuses
+        record_timings(timings, k8s_pod_run_to_ready_seconds=ready_s, k8s_pod_startup_probe=seen,
+                       k8s_pod_stop_seconds=stop_s, k8s_pod_readiness_while_stopping=statuses)
+    finally:
+        podman.run("rm", "--force", "--time", "2", name, check=False)
+
+
+@pytest.mark.timeout(CONTAINER_TEST_TIMEOUT_S)  # counts the session's image build when this test is the first
+def test_the_image_renders_the_same_folder(podman, cpu_image, tmp_path):
+    """`mmsctl k8s render` inside the image (its user, a read-only root) writes what the host's writes."""
+    words = ["--profile", "cpu-latency", "--vcpus", "2", "--models", *MODELS, "--archives-claim", "archives",
+             "--service-monitor", "--namespace", "serving"]
+    code, folder = render(tmp_path, *words, image=cpu_image)
+    assert code == 0
+    out = tmp_path / "inside"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    podman.run("run", "--rm", "--read-only", "--health-interval", "disable", "--volume", "%s:/out" % out,
+               "--entrypoint", "mmsctl", cpu_image, "k8s", "render", "--image", cpu_image,
+               "--output-dir", "/out/k8s", *words)
+    names = sorted(os.listdir(folder))
+    assert names and sorted(os.listdir(out / "k8s")) == names
+    for name in names:
+        assert (out / "k8s" / name).read_text() == (folder / name).read_text(), name
