@@ -31,6 +31,7 @@ import numpy as np
 from mmsctl.files import read_regular
 
 from . import batching, builder, trials
+from .trials import first_line as _first_line, onnxruntime_runner, ort_module as _ort
 from .onnx_signature import NUMPY_TYPES, onnx_module, opsets, read_signature, tensor_spec
 from .errors import InvalidInput
 
@@ -60,19 +61,6 @@ class OnnxConfig(builder.ImageOptions):
     input_shape: Optional[List[int]] = None
     #: seconds the build-time forward passes on made-up inputs may take (in a child process)
     trial_timeout: float = trials.DEFAULT_TIMEOUT
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise InvalidInput("onnxruntime is not installed: pip install --no-deps -r requirements/onnxruntime.txt")
-    return onnxruntime
-
-
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # -- reading and checking ---------------------------------------------------------------
@@ -110,34 +98,6 @@ def example_feeds(inputs, batch=None, seed=None):
     """Inputs for a trial forward pass: zeros, or with ``seed`` standard normal floats and small ints."""
     shapes = batching.example_shapes(inputs, batch or batching.TRIAL_BATCH)
     return batching.make_feeds(inputs, shapes, NUMPY_TYPES, seed)
-
-
-def onnxruntime_runner(model_bytes, path, imports=""):
-    """A function ``feeds -> {output name: array}`` running one onnxruntime session on the CPU.
-
-    ``imports`` (see :func:`opsets`) is named when onnxruntime cannot load the model.
-    """
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures are reported by the exceptions, in one line
-    try:
-        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
-        raise InvalidInput("onnxruntime %s cannot load %s%s: %s" % (
-            ort.__version__, path, " (operator sets %s)" % imports if imports else "", _first_line(err)))
-    names = [out.name for out in session.get_outputs()]
-
-    def run(feeds):
-        try:
-            values = session.run(names, feeds)
-        except Exception as err:
-            detail = "failed on inputs %s: %s" % (", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()),
-                                                  _first_line(err))
-            failure = InvalidInput("a forward pass of %s with onnxruntime %s" % (path, detail))
-            failure.detail = detail  # without the path, for signature.json
-            raise failure
-        return dict(zip(names, values))
-    return run
 
 
 def run_onnxruntime(model_bytes, feeds, path):

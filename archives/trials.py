@@ -27,6 +27,47 @@ DEFAULT_TIMEOUT = 120.0
 LOADED, DONE, REFUSED, FAILED = "loaded", "done", "refused", "failed"
 
 
+def ort_module():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InvalidInput("onnxruntime is not installed: pip install --no-deps -r requirements/onnxruntime.txt")
+    return onnxruntime
+
+
+def first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def onnxruntime_runner(model_bytes, path, imports=""):
+    """A function ``feeds -> {output name: array}`` running one onnxruntime session on the CPU.
+
+    ``imports`` (see :func:`opsets`) is named when onnxruntime cannot load the model.
+    """
+    ort = ort_module()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures are reported by the exceptions, in one line
+    try:
+        session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/NotImplemented/InvalidGraph types
+        raise InvalidInput("onnxruntime %s cannot load %s%s: %s" % (
+            ort.__version__, path, " (operator sets %s)" % imports if imports else "", first_line(err)))
+    names = [out.name for out in session.get_outputs()]
+
+    def run(feeds):
+        try:
+            values = session.run(names, feeds)
+        except Exception as err:
+            detail = "failed on inputs %s: %s" % (", ".join("%s%s" % (k, list(v.shape)) for k, v in feeds.items()),
+                                                  first_line(err))
+            failure = InvalidInput("a forward pass of %s with onnxruntime %s" % (path, detail))
+            failure.detail = detail  # without the path, for signature.json
+            raise failure
+        return dict(zip(names, values))
+    return run
+
+
 def _context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -35,10 +76,9 @@ def _context():
 def _child(conn, job, args):
     faulthandler.disable()  # a crash is reported by the parent, in one line (pytest enables it in its children)
     try:
-        from . import onnx_model  # noqa: F401 (a spawned child imports the builder afresh)
         model_bytes, path, imports = args[:3]
         try:
-            run = onnx_model.onnxruntime_runner(model_bytes, path, imports)
+            run = onnxruntime_runner(model_bytes, path, imports)
         except InvalidInput as err:
             conn.send((REFUSED, str(err)))
             return

@@ -173,12 +173,13 @@ def run(args, message):
     load = {"served latency": load_average()}
     try:
         bodies = {image: read_regular(path) for image, path in images.items()}
-        floors = {image: reference.measure_floor(state.management_url, state.inference_url, store, body,
-                                                 requests=args.requests, warmup=args.warmup)
-                  for image, body in bodies.items()}
-        message("latency: %d requests per model and image, concurrency 1, interleaved" % args.requests)
-        cells = {(model, image): body for model in models for image, body in bodies.items()}
-        latency = interleaved_latency(state.inference_url, cells, args.requests, args.warmup)
+        # The floor is one more model in the interleaved requests: same bodies, same moments
+        with reference.floor_registered(state.management_url, store) as floor:
+            message("latency: %d requests per model and image, concurrency 1, interleaved with the MMS floor"
+                    % args.requests)
+            cells = {(model, image): body for model in list(models) + [floor] for image, body in bodies.items()}
+            latency = interleaved_latency(state.inference_url, cells, args.requests, args.warmup)
+        floors = {image: {"p50_ms": latency.pop((floor, image))["p50_ms"]} for image in bodies}
     finally:
         server.stop(state)
     limits = {}

@@ -8,6 +8,7 @@
   checkpoint of an mmsctl archive, packed by the stock ``model-archiver`` tool when
   the environment has it.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -134,30 +135,43 @@ def build_docs_archive(archive, export_path, name, force=True, tool=None):
         return path, "mmsctl's plain .mar writer (model-archiver is not installed)"
 
 
-def measure_floor(management_url, inference_url, model_store, body, requests=20, warmup=3, timeout=60.0):
-    """Register the floor on a running server, time ``requests`` round trips with ``body`` at
-    concurrency 1, unregister it. Returns ``{"p50_ms", "requests", "ok", "body_bytes"}``, or
-    ``{"p50_ms": None, "why": ...}`` when it could not be measured."""
+@contextlib.contextmanager
+def floor_registered(management_url, model_store, timeout=60.0):
+    """The floor model registered on a running server while the block runs (its name), unregistered after.
+    Raises UsageError saying why when it cannot be registered."""
     entry = write_floor(model_store)
     if entry is None:
-        return {"p50_ms": None, "why": "the model store %s is not writable: the floor model could not be placed "
-                                       "there" % model_store}
+        raise UsageError("the model store %s is not writable: the floor model could not be placed there"
+                         % model_store)
     client = ManagementClient(management_url, timeout=timeout)
     try:
         client.register(entry, name=FLOOR_MODEL, workers=1, synchronous=True)
     except ManagementError as err:
-        return {"p50_ms": None, "why": "registering the floor model failed: %s" % err}
-    sender = HttpSender(inference_url, FLOOR_MODEL, body, timeout=timeout)
+        raise UsageError("registering the floor model failed: %s" % err)
     try:
-        for _ in range(warmup):
-            sender()
-        phase = run_phase([sender], requests=requests, label="floor")
+        yield FLOOR_MODEL
     finally:
-        sender.close()
         try:
             client.unregister(FLOOR_MODEL)
         except ManagementError:
             pass
+
+
+def measure_floor(management_url, inference_url, model_store, body, requests=20, warmup=3, timeout=60.0):
+    """Register the floor on a running server, time ``requests`` round trips with ``body`` at
+    concurrency 1, unregister it. Returns ``{"p50_ms", "requests", "ok", "body_bytes"}``, or
+    ``{"p50_ms": None, "why": ...}`` when it could not be measured."""
+    try:
+        with floor_registered(management_url, model_store, timeout) as name:
+            sender = HttpSender(inference_url, name, body, timeout=timeout)
+            try:
+                for _ in range(warmup):
+                    sender()
+                phase = run_phase([sender], requests=requests, label="floor")
+            finally:
+                sender.close()
+    except UsageError as err:
+        return {"p50_ms": None, "why": str(err)}
     figures = summarize(phase.samples, phase.elapsed_s)
     return {"p50_ms": figures["latency_ms"]["p50"], "requests": figures["requests"], "ok": figures["ok"],
             "errors": figures["errors"], "body_bytes": len(body)}
