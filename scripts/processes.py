@@ -88,3 +88,21 @@ def wait_gone(procs, timeout):
         if time.monotonic() >= deadline:
             break
     return [proc for proc in procs if proc not in left], left
+
+
+def stop_helper(pid, state_dir, timeout=5.0):
+    """Stop process ``pid`` if it is a helper of the server in ``state_dir`` (its command line names that
+    folder: a recycled pid is left alone): SIGTERM, then SIGKILL after ``timeout``. True if it ran."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if os.path.abspath(state_dir) not in proc.cmdline():
+            return False
+        proc.terminate()
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.Error:
+        return False
+    return True

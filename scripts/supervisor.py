@@ -45,7 +45,7 @@ import time
 
 import psutil
 
-from . import loading
+from . import loading, processes
 from .drain import DRAINING_FILE
 from .errors import ManagementError, ServerError
 from .management import ManagementClient
@@ -441,17 +441,7 @@ def stop_child(state_dir, timeout=5.0):
         os.remove(os.path.join(state_dir, PID_FILE))
     except (OSError, ValueError):
         return False
-    try:
-        proc = psutil.Process(pid)
-        if os.path.abspath(state_dir) not in proc.cmdline():
-            return False
-        proc.terminate()
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
-        proc.kill()
-    except psutil.Error:
-        return False
-    return True
+    return processes.stop_helper(pid, state_dir, timeout)
 
 
 def add_options(parser):

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 
-import psutil
 import requests
 
+from mmsctl import processes
 from mmsctl.errors import ServerError
 from mmsctl.preflight import port_problem
 from mmsctl.server import STATE_FILE
@@ -95,19 +95,7 @@ def stop_child(state_dir, timeout=5.0):
     except (OSError, ValueError):
         return False
     clear(state_dir)
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if os.path.abspath(state_dir) not in proc.cmdline():
-            return False
-        proc.terminate()
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
-        proc.kill()
-    except psutil.Error:
-        return False
-    return True
+    return processes.stop_helper(pid, state_dir, timeout)
 
 
 def main(argv=None):
