@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from .errors import ManagementError
-from .processes import is_worker
+from .processes import is_worker, workers_in
 
 TORCHSERVE_FRONTEND = "org.pytorch.serve.ModelServer"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::")
@@ -75,13 +75,6 @@ def _temp_dir(frontend):
     return None
 
 
-def _sock_name(cmdline):
-    try:
-        return cmdline[cmdline.index("--sock-name") + 1]
-    except (ValueError, IndexError):
-        return ""
-
-
 def model_processes(frontend, model):
     """``(listeners, forks)``: the live processes of ``model`` served by ``frontend``.
 
@@ -97,10 +90,8 @@ def model_processes(frontend, model):
     except psutil.Error:
         pass
     if temp:
-        for proc in psutil.process_iter(["cmdline"]):
-            if proc.pid not in procs and is_worker(proc.info["cmdline"]) \
-                    and _sock_name(proc.info["cmdline"]).startswith(temp):
-                procs[proc.pid] = proc
+        for proc in workers_in(temp, exclude=procs):
+            procs[proc.pid] = proc
     named = {}
     for proc in procs.values():
         try:
@@ -124,12 +115,6 @@ def model_processes(frontend, model):
 def worker_processes(frontend, model):
     """The forked worker processes of ``model`` under ``frontend`` (not its listener)."""
     return model_processes(frontend, model)[1]
-
-
-def backend_processes(frontend, model):
-    """Every live process of ``model`` under ``frontend``: its listener and the listener's forks."""
-    listeners, forks = model_processes(frontend, model)
-    return listeners + forks
 
 
 def is_torchserve(frontend):
@@ -169,8 +154,9 @@ def load_status(client, name, frontend=None, described=None):
         loaded = sum(1 for worker in described.get("workers", []) if worker.get("status") == "READY")
         live = None  # it starts dead workers again itself
     else:
-        loaded = sum(1 for proc in worker_processes(frontend, name) if has_loaded(proc))
-        live = len(backend_processes(frontend, name))
+        listeners, forks = model_processes(frontend, name)  # one look at the processes for both counts
+        loaded = sum(1 for proc in forks if has_loaded(proc))
+        live = len(listeners) + len(forks)
     return {"workerCount": count, "loadedWorkers": loaded, "allWorkersLoaded": loaded >= count, "liveProcesses": live}
 
 

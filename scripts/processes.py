@@ -20,6 +20,26 @@ def is_worker(cmdline):
     return any(WORKER_SCRIPT in arg for arg in cmdline or ())
 
 
+def sock_name(cmdline):
+    """The ``--sock-name`` of a worker's command line ('' when it has none).
+
+    >>> sock_name(["python", "model_service_worker.py", "--sock-name", "/s/tmp/.mms.sock.9000"])
+    '/s/tmp/.mms.sock.9000'
+    """
+    cmdline = list(cmdline or ())
+    return cmdline[cmdline.index("--sock-name") + 1] if "--sock-name" in cmdline[:-1] else ""
+
+
+def workers_in(temp_dir, exclude=()):
+    """Live MMS worker processes (listeners and forks) whose socket lies in ``temp_dir``, the server's
+    TEMP, wherever they run: a listener the supervisor of ``mmsctl serve`` started again is no child of
+    the frontend. Processes whose pid is in ``exclude`` are left out."""
+    prefix = os.path.join(temp_dir, "")
+    return [proc for proc in psutil.process_iter(["cmdline"])
+            if proc.pid not in exclude and is_worker(proc.info["cmdline"])
+            and sock_name(proc.info["cmdline"]).startswith(prefix)]
+
+
 def server_processes(state):
     """Every live process of a server: the launcher's tree, plus the members of its process
     group (its session) that name the state folder in their command line (the Java

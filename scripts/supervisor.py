@@ -87,8 +87,7 @@ def _listener(frontend, name):
 
 
 def _port_of_socket(cmdline):
-    name = cmdline[cmdline.index("--sock-name") + 1] if "--sock-name" in cmdline else ""
-    suffix = name.rsplit(".", 1)[-1]
+    suffix = processes.sock_name(cmdline).rsplit(".", 1)[-1]
     return int(suffix) if suffix.isdigit() else None
 
 

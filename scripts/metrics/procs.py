@@ -6,14 +6,13 @@ listener forks one process per worker (same command line). The frontend's worker
 threads are named ``W-PORT-MODEL`` (worker_state.log), which maps a port to its
 model. A listener is counted once, as ``role="listener"``; its forks are the workers.
 """
-import os
 import re
 import time
 from collections import namedtuple
 
 import psutil
 
-from mmsctl.processes import is_worker
+from mmsctl.processes import is_worker, workers_in
 
 WorkerProcess = namedtuple("WorkerProcess", "pid port role rss cpu_seconds")
 
@@ -52,13 +51,7 @@ def worker_processes(launcher_pid, temp_dir=None):
     except psutil.Error:
         return []
     if temp_dir:
-        seen = {proc.pid for proc in tree}
-        prefix = os.path.join(temp_dir, "")
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = proc.info["cmdline"] or []
-            sock = cmdline[cmdline.index("--sock-name") + 1] if "--sock-name" in cmdline[:-1] else ""
-            if proc.pid not in seen and is_worker(cmdline) and sock.startswith(prefix):
-                tree.append(proc)
+        tree += workers_in(temp_dir, exclude={proc.pid for proc in tree})
     pids = {proc.pid for proc in tree}
     found = []
     for proc in tree:
