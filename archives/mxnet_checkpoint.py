@@ -182,8 +182,8 @@ def build(config, note=None):
     files["synset.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
     if config.quantize is not None:
         from . import onnx_model, quantize
-        (note or logger.info)("%s: int8 accepted: %s" % (config.name, quantize.quantize_archive(
-            signature, files, onnx_model.MODEL_FILE, config.quantize, config.name)))
+        quantize.quantize_archive(signature, files, onnx_model.MODEL_FILE, config.quantize, config.name,
+                                  note or logger.info)
     return builder.assemble(path, config.name, signature, files, force=config.force,
                             description=config.description)
 

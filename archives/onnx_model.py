@@ -437,6 +437,5 @@ def build(config, note=None):
         signature = tensor_signature(inputs, outputs, engine, batched)
     if config.quantize is not None:
         from . import quantize
-        (note or logger.info)("%s: int8 accepted: %s" % (config.name, quantize.quantize_archive(
-            signature, files, MODEL_FILE, config.quantize, config.name)))
+        quantize.quantize_archive(signature, files, MODEL_FILE, config.quantize, config.name, note or logger.info)
     return builder.assemble(path, config.name, signature, files, force=config.force, description=config.description)

@@ -35,7 +35,9 @@ from typing import Optional
 
 import numpy as np
 
+from mmsctl.files import read_regular
 from mmsctl.handlers import imaging
+from mmsctl.handlers.errors import HandlerError
 
 from .errors import InvalidInput
 
@@ -92,19 +94,16 @@ def image_files(folder, option):
     return paths
 
 
-def read_bytes(path):
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
 def served_inputs(paths, spec, option):
     """Each file through the worker's own preprocessing; a file it refuses is named in one line."""
     arrays = []
     for path in paths:
         try:
-            arrays.append(imaging.preprocess(read_bytes(path), spec))
-        except Exception as err:  # BadRequest, PayloadTooLarge: the worker would refuse it too
-            raise InvalidInput("%s: %s cannot be used: %s" % (option, path, getattr(err, "message", err)))
+            arrays.append(imaging.preprocess(read_regular(path), spec))
+        except HandlerError as err:  # BadRequest, PayloadTooLarge: the worker would refuse it too
+            raise InvalidInput("%s: %s cannot be used: %s" % (option, path, err.message))
+        except OSError as err:
+            raise InvalidInput("%s: %s cannot be read: %s" % (option, path, err.strerror or err))
     return arrays
 
 
@@ -193,7 +192,7 @@ def quantize_int8(model_bytes, input_name, calibration):
         quantize_static(folded, int8, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
-        return read_bytes(int8)
+        return read_regular(int8)
 
 
 def compare_models(fp32_bytes, int8_bytes, input_name, arrays):
@@ -212,9 +211,10 @@ def compare_models(fp32_bytes, int8_bytes, input_name, arrays):
     return agree / len(arrays), overlap / len(arrays)
 
 
-def quantize_archive(signature, files, model_file, options, name):
+def quantize_archive(signature, files, model_file, options, name, note):
     """Replace ``files[model_file]`` (fp32 ONNX) by its int8 model and record how in ``signature``;
-    raises InvalidInput, in one line with the figures, when the gate refuses it."""
+    ``note(line)`` hears the gate's figures. Raises InvalidInput, in one line with the figures, when the
+    gate refuses it."""
     import onnxruntime as ort
     options.check()
     spec = signature["preprocess"]
@@ -244,4 +244,4 @@ def quantize_archive(signature, files, model_file, options, name):
         "fp32_bytes": len(fp32),
         "int8_bytes": len(int8),
     }
-    return figures
+    note("%s: int8 accepted: %s" % (name, figures))
